@@ -1,0 +1,149 @@
+//! Code generation: the actor's message enum and its `Actor` impl.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::{Path, Type};
+
+use super::ast::Handler;
+use super::attr::Marker;
+
+/// How the generated code calls a handler.
+#[derive(Clone, Copy)]
+pub(crate) enum Call {
+    /// `self.method(..)`, from `#[handlers]`.
+    Method,
+    /// `Self::call(..)`, for a free `#[subscribe]` function.
+    Free,
+}
+
+pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Call) -> TokenStream {
+    let actor_name = quote!(#self_ty).to_string().replace(' ', "");
+    let variants = handlers.iter().map(|h| {
+        let (ident, ty) = (&h.ident, &h.message);
+        let ty_span = syn::spanned::Spanned::span(ty);
+        match h.marker {
+            Marker::Handle => quote_spanned!(ty_span=> #ident(#krate::__private::Ask<#ty, <#ty as #krate::Command>::Reply>)),
+            Marker::Query => quote_spanned!(ty_span=> #ident(#krate::__private::Ask<#ty, <#ty as #krate::Query>::Reply>)),
+            Marker::Subscribe => quote_spanned!(ty_span=> #ident(#krate::__private::Arc<#krate::Envelope<#ty>>)),
+        }
+    });
+    let routes = handlers.iter().map(|h| {
+        let (ident, ty) = (&h.ident, &h.message);
+        let method = match h.marker {
+            Marker::Handle => quote!(command),
+            Marker::Query => quote!(query),
+            Marker::Subscribe => quote!(event),
+        };
+        // Spanned at the message type: "`X` is not an event" points at `X`.
+        let ty_span = syn::spanned::Spanned::span(ty);
+        quote_spanned! {ty_span=>
+            routes.#method::<#ty>(__Mailbox::#ident, |msg| match msg {
+                __Mailbox::#ident(inner) => ::core::option::Option::Some(inner),
+                #[allow(unreachable_patterns)]
+                _ => ::core::option::Option::None,
+            });
+        }
+    });
+    let describe = handlers.iter().map(|h| {
+        let (ident, ty) = (&h.ident, &h.message);
+        match h.marker {
+            Marker::Subscribe => {
+                quote!(__Mailbox::#ident(msg) => (<#ty as #krate::Message>::NAME, &msg.meta))
+            }
+            Marker::Handle | Marker::Query => {
+                quote!(__Mailbox::#ident(msg) => (<#ty as #krate::Message>::NAME, msg.__meta()))
+            }
+        }
+    });
+    let arms = handlers.iter().map(|h| handle_arm(krate, h, call));
+    quote! {
+        const _: () = {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types, private_interfaces, dead_code)]
+            pub enum __Mailbox {
+                #(#variants,)*
+            }
+
+            #[automatically_derived]
+            impl #krate::Actor for #self_ty {
+                const NAME: &'static str = #actor_name;
+                type Mailbox = __Mailbox;
+
+                fn __routes(routes: &mut #krate::__private::Routes<'_, Self>) {
+                    #(#routes)*
+                }
+
+                fn __describe(msg: &__Mailbox) -> (&'static str, &#krate::Metadata) {
+                    match msg {
+                        #(#describe,)*
+                    }
+                }
+
+                #[allow(clippy::let_unit_value, unused_variables)]
+                async fn __handle(&mut self, msg: __Mailbox, ctx: &mut #krate::Context<Self>) {
+                    match msg {
+                        #(#arms)*
+                    }
+                }
+
+                fn __default_factory() -> ::core::option::Option<fn() -> Self> {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{DefaultFactory as _, NoFactory as _};
+                    (&#krate::__private::Probe::<Self>(::core::marker::PhantomData)).factory()
+                }
+            }
+        };
+    }
+}
+
+fn handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
+    let (ident, ty) = (&h.ident, &h.message);
+    let arg = match h.marker {
+        Marker::Subscribe => quote!(&msg.message),
+        Marker::Handle | Marker::Query => quote!(message),
+    };
+    let args = if h.has_ctx {
+        quote!(#arg, ctx)
+    } else {
+        quote!(#arg)
+    };
+    let invoke = match call {
+        Call::Method => quote!(self.#ident(#args)),
+        Call::Free => quote!(Self::call(#args)),
+    };
+    let invoke = if h.is_async {
+        quote!(#invoke.await)
+    } else {
+        invoke
+    };
+    let span = h.output_span();
+    match h.marker {
+        Marker::Handle | Marker::Query => {
+            let kind = if h.marker == Marker::Handle {
+                quote!(Command)
+            } else {
+                quote!(Query)
+            };
+            // The binding's type is the message's declared reply: a handler returning anything
+            // else is a type mismatch reported at its return type.
+            let bind = quote_spanned!(span=> let value: <#ty as #krate::#kind>::Reply = #invoke;);
+            quote! {
+                __Mailbox::#ident(msg) => {
+                    let (message, reply) = ctx.__begin_ask(msg);
+                    #bind
+                    reply.send(value);
+                }
+            }
+        }
+        Marker::Subscribe => {
+            let outcome = quote_spanned!(span=> let outcome = #krate::__private::SubscribeResult::into_outcome(#invoke););
+            quote! {
+                __Mailbox::#ident(msg) => {
+                    ctx.__begin_event(&msg);
+                    #outcome
+                    ctx.__end_event(outcome);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Derive and attribute macros for [eventdriven](https://docs.rs/eventdriven). Use them through
+//! `eventdriven` (`use eventdriven::prelude::*`), which pins this crate's exact version.
+//!
+//! Each macro parses its input, validates it (collecting every error, each spanned at the
+//! offending token and saying what to do) and expands it; on error the user's item is still
+//! emitted next to the `compile_error!`s so the rest of the crate keeps type-checking.
+
+mod ctxt;
+mod handlers;
+mod message;
+mod subscribe_fn;
+
+use proc_macro::TokenStream;
+
+/// Implements `Message` and `Command`. Options: `#[command(reply = Type, name = "...")]`.
+#[proc_macro_derive(Command, attributes(command, eventdriven))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    message::derive(input.into(), message::Kind::Command).into()
+}
+
+/// Implements `Message` and `Event`. Options: `#[event(name = "...", version = N)]`.
+#[proc_macro_derive(Event, attributes(event, eventdriven))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    message::derive(input.into(), message::Kind::Event).into()
+}
+
+/// Implements `Message` and `Query`. Options: `#[query(reply = Type, name = "...")]`.
+#[proc_macro_derive(Query, attributes(query, eventdriven))]
+pub fn derive_query(input: TokenStream) -> TokenStream {
+    message::derive(input.into(), message::Kind::Query).into()
+}
+
+/// Turns an `impl` block's `#[handle]`, `#[subscribe]` and `#[query]` methods into an actor.
+#[proc_macro_attribute]
+pub fn handlers(args: TokenStream, input: TokenStream) -> TokenStream {
+    handlers::expand(args.into(), input.into()).into()
+}
+
+/// On a free `async fn` (or `fn`) taking `&Event`: a stateless subscriber, added with
+/// `AppBuilder::subscriber`. Inside a `#[handlers]` impl block: an event handler method.
+#[proc_macro_attribute]
+pub fn subscribe(args: TokenStream, input: TokenStream) -> TokenStream {
+    subscribe_fn::expand(args.into(), input.into()).into()
+}
+
+/// Marks a command handler; only meaningful inside a `#[handlers]` impl block.
+#[proc_macro_attribute]
+pub fn handle(_args: TokenStream, input: TokenStream) -> TokenStream {
+    outside_handlers("handle", input.into()).into()
+}
+
+/// Marks a query handler; only meaningful inside a `#[handlers]` impl block.
+#[proc_macro_attribute]
+pub fn query(_args: TokenStream, input: TokenStream) -> TokenStream {
+    outside_handlers("query", input.into()).into()
+}
+
+fn outside_handlers(attr: &str, input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let msg = format!("`#[{attr}]` only works on a method inside an impl block marked `#[handlers]`: add `#[handlers]` above the `impl`");
+    let mut out = syn::Error::new(proc_macro2::Span::call_site(), msg).to_compile_error();
+    out.extend(input);
+    out
+}

@@ -1,0 +1,128 @@
+//! The derive's options: `#[command(reply = T, name = "...")]`, `#[event(name = "...",
+//! version = N)]`, `#[query(reply = T, name = "...")]` and `#[eventdriven(crate = "...")]`.
+
+use syn::{DeriveInput, LitInt, LitStr, Path, Type};
+
+use super::Kind;
+use crate::ctxt::{default_crate, Ctxt};
+
+const REPLY: &str = "reply";
+const NAME: &str = "name";
+const VERSION: &str = "version";
+const CRATE: &str = "crate";
+
+pub(crate) struct Options {
+    pub(crate) reply: Option<Type>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) version: Option<u32>,
+    pub(crate) krate: Path,
+}
+
+/// Records an option, reporting a second occurrence at its path.
+fn set_once<T>(cx: &Ctxt, slot: &mut Option<T>, value: T, path: &Path, attr: &str) {
+    if slot.is_some() {
+        cx.error_spanned_by(
+            path,
+            format!(
+                "duplicate option `{}` in `#[{attr}]`: give it once",
+                path_str(path)
+            ),
+        );
+    } else {
+        *slot = Some(value);
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    quote::quote!(#path).to_string().replace(' ', "")
+}
+
+fn valid_list(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Event => "`name`, `version`",
+        Kind::Command | Kind::Query => "`reply`, `name`",
+    }
+}
+
+impl Options {
+    pub(crate) fn from_attrs(cx: &Ctxt, input: &DeriveInput, kind: Kind) -> Self {
+        let mut options = Options {
+            reply: None,
+            name: None,
+            version: None,
+            krate: default_crate(),
+        };
+        let mut krate = None;
+        for attr in &input.attrs {
+            if attr.path().is_ident(kind.attr()) {
+                let result = attr.parse_nested_meta(|meta| {
+                    let attr_name = kind.attr();
+                    if meta.path.is_ident(REPLY) && kind.has_reply() {
+                        let value = meta.value()?;
+                        if value.peek(LitStr) {
+                            let lit: LitStr = value.parse()?;
+                            return Err(syn::Error::new(
+                                lit.span(),
+                                format!("`reply` takes a type, not a string: write `reply = {}`", lit.value()),
+                            ));
+                        }
+                        let ty: Type = value.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "`reply` takes a type, as in `reply = Result<OrderId, OrderError>`",
+                            )
+                        })?;
+                        set_once(cx, &mut options.reply, ty, &meta.path, attr_name);
+                    } else if meta.path.is_ident(NAME) {
+                        let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                            syn::Error::new(e.span(), "`name` takes a string, as in `name = \"order.placed\"`")
+                        })?;
+                        if lit.value().trim().is_empty() {
+                            cx.error_spanned_by(&lit, "`name` must not be empty: it identifies the message in stores and brokers");
+                        }
+                        set_once(cx, &mut options.name, lit, &meta.path, attr_name);
+                    } else if meta.path.is_ident(VERSION) && kind == Kind::Event {
+                        let lit: LitInt = meta.value()?.parse().map_err(|e| {
+                            syn::Error::new(e.span(), "`version` takes a positive integer, as in `version = 2`")
+                        })?;
+                        match lit.base10_parse::<u32>() {
+                            Ok(v) if v >= 1 => set_once(cx, &mut options.version, v, &meta.path, attr_name),
+                            _ => cx.error_spanned_by(&lit, "`version` takes a positive integer (1 or more), as in `version = 2`"),
+                        }
+                    } else {
+                        return Err(meta.error(format!(
+                            "unknown option `{}` in `#[{attr_name}]`; expected one of: {}",
+                            path_str(&meta.path),
+                            valid_list(kind)
+                        )));
+                    }
+                    Ok(())
+                });
+                if let Err(e) = result {
+                    cx.syn_error(e);
+                }
+            } else if attr.path().is_ident("eventdriven") {
+                let result = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident(CRATE) {
+                        let lit: LitStr = meta.value()?.parse()?;
+                        let path: Path = lit.parse()?;
+                        set_once(cx, &mut krate, path, &meta.path, "eventdriven");
+                        Ok(())
+                    } else {
+                        Err(meta.error(format!(
+                            "unknown option `{}` in `#[eventdriven]`; expected: `crate`",
+                            path_str(&meta.path)
+                        )))
+                    }
+                });
+                if let Err(e) = result {
+                    cx.syn_error(e);
+                }
+            }
+        }
+        if let Some(krate) = krate {
+            options.krate = krate;
+        }
+        options
+    }
+}

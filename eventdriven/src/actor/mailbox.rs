@@ -1,0 +1,213 @@
+//! The bounded mailbox: a semaphore of free slots in front of a FIFO queue.
+//!
+//! Splitting room (the semaphore) from the queue lets a publisher reserve room in every
+//! subscriber's mailbox before it delivers to any (all-or-nothing fan-out), and lets the room
+//! be reserved through a type-erased handle while the queue itself holds the actor's own
+//! generated message enum, so a message sits in the mailbox inline, without a `Box`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Semaphore;
+
+use super::Actor;
+
+/// A mailbox's configuration: how many messages may wait in it.
+///
+/// ```
+/// use eventdriven::Mailbox;
+///
+/// assert_eq!(Mailbox::default().capacity(), 1024);
+/// assert_eq!(Mailbox::bounded(64).capacity(), 64);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    capacity: usize,
+}
+
+impl Mailbox {
+    /// The capacity of `Mailbox::default()`.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    /// A mailbox that holds at most `capacity` waiting messages; senders wait (or `try_*`
+    /// returns `Full`) beyond that. `build()` rejects a capacity of 0.
+    pub const fn bounded(capacity: usize) -> Self {
+        Self { capacity }
+    }
+
+    /// The configured capacity.
+    pub const fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Self::bounded(Self::DEFAULT_CAPACITY)
+    }
+}
+
+/// The part of a mailbox every sender shares, whatever the actor's message type.
+pub(crate) struct MailboxCore {
+    pub(crate) actor: &'static str,
+    pub(crate) capacity: usize,
+    /// Free slots. A sender takes one before it pushes; the actor gives it back on receipt.
+    pub(crate) room: Semaphore,
+    /// Messages pushed, by any sender.
+    pushed: AtomicU64,
+    /// Messages fully handled, written by the actor's task only.
+    done: AtomicU64,
+    /// The largest queue length the actor has seen.
+    peak: AtomicUsize,
+    /// Handler panics.
+    pub(crate) panics: AtomicU64,
+}
+
+impl MailboxCore {
+    pub(crate) fn new(actor: &'static str, capacity: usize) -> Self {
+        Self {
+            actor,
+            capacity,
+            room: Semaphore::new(capacity),
+            pushed: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            peak: AtomicUsize::new(0),
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    /// Messages waiting, counting room reserved by a sender that has not pushed yet.
+    pub(crate) fn len(&self) -> usize {
+        self.capacity.saturating_sub(self.room.available_permits())
+    }
+
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_done(&self) {
+        // Only the actor's task writes `done`: a load and a store, no read-modify-write.
+        let n = self.done.load(Ordering::Relaxed);
+        self.done.store(n + 1, Ordering::Release);
+    }
+}
+
+/// What travels in the queue.
+pub(crate) enum Slot<T> {
+    /// A message; `reserved` says whether its sender took a slot of room, which the actor
+    /// returns on receipt. A handler's message to its own actor takes none (it could never
+    /// get one while its own mailbox is full).
+    Msg { msg: T, reserved: bool },
+    /// Ends the actor's loop; sent by shutdown after the mailboxes drained.
+    Stop,
+}
+
+/// A type-erased way to put a message of type `M` into some actor's mailbox.
+pub(crate) trait Deliver<M>: Send + Sync {
+    fn core(&self) -> &Arc<MailboxCore>;
+    /// Pushes `msg`. The caller holds a slot of room (forgotten, so the actor returns it) when
+    /// `reserved`. Fails only if the actor's task is gone.
+    fn push(&self, msg: M, reserved: bool) -> Result<(), M>;
+}
+
+/// The sending side of one actor's mailbox for one message type.
+pub(crate) struct Port<A: Actor, M> {
+    pub(crate) core: Arc<MailboxCore>,
+    pub(crate) tx: UnboundedSender<Slot<A::Mailbox>>,
+    pub(crate) wrap: fn(M) -> A::Mailbox,
+    pub(crate) unwrap: fn(A::Mailbox) -> Option<M>,
+}
+
+impl<A: Actor, M: Send + 'static> Deliver<M> for Port<A, M> {
+    fn core(&self) -> &Arc<MailboxCore> {
+        &self.core
+    }
+
+    #[inline]
+    fn push(&self, msg: M, reserved: bool) -> Result<(), M> {
+        self.core.pushed.fetch_add(1, Ordering::AcqRel);
+        match self.tx.send(Slot::Msg {
+            msg: (self.wrap)(msg),
+            reserved,
+        }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(slot)) => {
+                self.core.pushed.fetch_sub(1, Ordering::AcqRel);
+                match slot {
+                    Slot::Msg { msg, .. } => Err((self.unwrap)(msg).expect("the port wrapped it")),
+                    Slot::Stop => unreachable!("a port only sends messages"),
+                }
+            }
+        }
+    }
+}
+
+/// The actor's receiving side.
+pub(crate) struct Inbox<A: Actor> {
+    pub(crate) core: Arc<MailboxCore>,
+    rx: UnboundedReceiver<Slot<A::Mailbox>>,
+}
+
+/// Creates a mailbox: the shared core, the sender to clone into ports, the actor's inbox.
+pub(crate) fn mailbox<A: Actor>(
+    capacity: usize,
+) -> (
+    Arc<MailboxCore>,
+    UnboundedSender<Slot<A::Mailbox>>,
+    Inbox<A>,
+) {
+    let core = Arc::new(MailboxCore::new(A::NAME, capacity));
+    let (tx, rx) = mpsc::unbounded_channel();
+    (core.clone(), tx, Inbox { core, rx })
+}
+
+impl<A: Actor> Inbox<A> {
+    /// The next message, or `None` once a `Stop` arrives.
+    #[inline]
+    pub(crate) async fn recv(&mut self) -> Option<A::Mailbox> {
+        match self.rx.recv().await? {
+            Slot::Msg { msg, reserved } => {
+                if reserved {
+                    let depth = self.core.len();
+                    if depth > self.core.peak.load(Ordering::Relaxed) {
+                        self.core.peak.store(depth, Ordering::Relaxed);
+                    }
+                    self.core.room.add_permits(1);
+                }
+                Some(msg)
+            }
+            Slot::Stop => None,
+        }
+    }
+
+    /// Refuses new messages and returns whatever was still queued.
+    pub(crate) fn close(&mut self) -> Vec<A::Mailbox> {
+        self.core.room.close();
+        self.rx.close();
+        let mut left = Vec::new();
+        while let Ok(slot) = self.rx.try_recv() {
+            if let Slot::Msg { msg, .. } = slot {
+                left.push(msg);
+            }
+        }
+        left
+    }
+}
+
+/// Sends `Stop` to an actor. Takes no room: shutdown must reach a full mailbox.
+pub(crate) type StopHandle = Box<dyn Fn() + Send + Sync>;
+
+pub(crate) fn stop_handle<A: Actor>(tx: UnboundedSender<Slot<A::Mailbox>>) -> StopHandle {
+    Box::new(move || {
+        let _ = tx.send(Slot::Stop);
+    })
+}

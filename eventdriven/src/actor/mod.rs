@@ -1,0 +1,147 @@
+//! Actors: state owned by one task, fed by a bounded mailbox, one message at a time.
+//!
+//! Users do not implement [`Actor`] by hand: `#[handlers]` on an `impl` block generates it,
+//! together with the actor's message enum (one variant per handler) that its mailbox holds.
+
+mod context;
+pub(crate) mod mailbox;
+pub(crate) mod supervise;
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+
+pub use context::Context;
+pub use mailbox::Mailbox;
+pub(crate) use supervise::run;
+
+use crate::app::routing::{Ask, TableBuilder};
+use crate::message::{Command, Envelope, Event, Metadata, Query};
+
+/// A value that owns its state and handles messages one at a time, so handlers take
+/// `&mut self` without locks. Implemented by `#[handlers]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an actor: add `#[handlers]` to an `impl {Self}` block with `#[handle]`, `#[subscribe]` or `#[query]` methods",
+    label = "not an actor"
+)]
+pub trait Actor: Sized + Send + 'static {
+    /// The actor's name in logs, errors and stats: the type's name.
+    const NAME: &'static str;
+
+    /// The generated message enum: one variant per handler, holding the message inline.
+    #[doc(hidden)]
+    type Mailbox: Send + 'static;
+
+    /// Registers the messages this actor handles.
+    #[doc(hidden)]
+    fn __routes(routes: &mut Routes<'_, Self>);
+
+    /// The name and metadata of a message in the mailbox.
+    #[doc(hidden)]
+    fn __describe(msg: &Self::Mailbox) -> (&'static str, &Metadata);
+
+    /// Runs the handler for `msg`.
+    #[doc(hidden)]
+    fn __handle<'a>(
+        &'a mut self,
+        msg: Self::Mailbox,
+        ctx: &'a mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send + 'a;
+
+    /// `Some(Self::default)` when the actor is `Default`: a panicking handler restarts the
+    /// actor from it unless the builder was given another factory.
+    #[doc(hidden)]
+    fn __default_factory() -> Option<fn() -> Self> {
+        None
+    }
+}
+
+/// Collects the routes of one actor while the app is built. Used by generated code.
+#[doc(hidden)]
+pub struct Routes<'a, A: Actor> {
+    pub(crate) table: &'a mut TableBuilder,
+    pub(crate) core: Arc<mailbox::MailboxCore>,
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<mailbox::Slot<A::Mailbox>>,
+}
+
+impl<A: Actor> Routes<'_, A> {
+    fn port<M: Send + 'static>(
+        &self,
+        wrap: fn(M) -> A::Mailbox,
+        unwrap: fn(A::Mailbox) -> Option<M>,
+    ) -> mailbox::Port<A, M> {
+        mailbox::Port {
+            core: self.core.clone(),
+            tx: self.tx.clone(),
+            wrap,
+            unwrap,
+        }
+    }
+
+    /// `A` handles command `C`.
+    pub fn command<C: Command>(
+        &mut self,
+        wrap: fn(Ask<C, C::Reply>) -> A::Mailbox,
+        unwrap: fn(A::Mailbox) -> Option<Ask<C, C::Reply>>,
+    ) {
+        let port = self.port(wrap, unwrap);
+        self.table.command::<C>(A::NAME, Arc::new(port));
+    }
+
+    /// `A` answers query `Q`.
+    pub fn query<Q: Query>(
+        &mut self,
+        wrap: fn(Ask<Q, Q::Reply>) -> A::Mailbox,
+        unwrap: fn(A::Mailbox) -> Option<Ask<Q, Q::Reply>>,
+    ) {
+        let port = self.port(wrap, unwrap);
+        self.table.query::<Q>(A::NAME, Arc::new(port));
+    }
+
+    /// `A` subscribes to event `E`.
+    pub fn event<E: Event>(
+        &mut self,
+        wrap: fn(Arc<Envelope<E>>) -> A::Mailbox,
+        unwrap: fn(A::Mailbox) -> Option<Arc<Envelope<E>>>,
+    ) {
+        let port = self.port(wrap, unwrap);
+        self.table.event::<E>(Arc::new(port));
+    }
+}
+
+/// What a `#[subscribe]` method may return: `()` or `Result<(), E>` with a displayable `E`
+/// (`anyhow::Error`, any `std::error::Error`). An `Err` sends the event to the dead letters.
+#[diagnostic::on_unimplemented(
+    message = "a `#[subscribe]` method must return `()` or `Result<(), E>` where `E: Display`, not `{Self}`",
+    label = "unsupported return type"
+)]
+pub trait SubscribeResult {
+    /// `Err` with the error's text when the handler failed.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl SubscribeResult for () {
+    #[inline]
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Display> SubscribeResult for Result<(), E> {
+    #[inline]
+    fn into_outcome(self) -> Result<(), String> {
+        // `{:#}` shows anyhow's whole chain of causes; plain errors print as usual.
+        self.map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

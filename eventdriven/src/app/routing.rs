@@ -1,0 +1,537 @@
+//! The routing table, built once by `build()`, and the delivery paths every send goes through.
+
+use std::any::{Any, TypeId};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, TryAcquireError};
+use tokio::time::Instant;
+
+use crate::actor::mailbox::{Deliver, MailboxCore};
+use crate::delivery::DeadLetters;
+use crate::error::{Error, Result, TrySendError};
+use crate::message::{Command, Envelope, Event, Message, Metadata, Query};
+
+/// A command or query in a mailbox, with where its reply goes. Used by generated code.
+#[doc(hidden)]
+pub struct Ask<M, R> {
+    pub(crate) env: Envelope<M>,
+    pub(crate) reply: Reply<R>,
+}
+
+impl<M, R> Ask<M, R> {
+    /// The request's metadata.
+    #[doc(hidden)]
+    pub fn __meta(&self) -> &Metadata {
+        &self.env.meta
+    }
+}
+
+/// Where a handler's return value goes. Used by generated code.
+#[doc(hidden)]
+pub enum Reply<R> {
+    /// Sent with `tell`: nobody waits.
+    Ignore,
+    /// Sent with `send`/`query`: the caller waits on the other end.
+    To(oneshot::Sender<R>),
+}
+
+impl<R> Reply<R> {
+    /// Hands the handler's return value to whoever waits for it.
+    #[inline]
+    pub fn send(self, value: R) {
+        if let Reply::To(tx) = self {
+            // The caller may have given up (timeout, dropped future); that is its choice.
+            let _ = tx.send(value);
+        }
+    }
+}
+
+/// The reply to a command or query accepted by `try_send`/`try_query`.
+#[must_use = "the reply arrives only if the future is awaited"]
+pub struct ReplyFuture<R> {
+    rx: oneshot::Receiver<R>,
+    actor: &'static str,
+    message: &'static str,
+}
+
+impl<R> Future for ReplyFuture<R> {
+    type Output = Result<R>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let (actor, message) = (self.actor, self.message);
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map_err(|_| Error::NoReply { actor, message })
+    }
+}
+
+/// Who sends: the actor whose handler sends (to recognise messages to itself), and how long
+/// it may wait.
+#[derive(Clone, Copy)]
+pub(crate) struct Sender<'a> {
+    pub(crate) me: Option<&'a Arc<MailboxCore>>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Sender<'_> {
+    pub(crate) const OUTSIDE: Sender<'static> = Sender {
+        me: None,
+        timeout: None,
+    };
+
+    fn is_me(&self, core: &Arc<MailboxCore>) -> bool {
+        self.me.is_some_and(|me| Arc::ptr_eq(me, core))
+    }
+}
+
+pub(crate) type Recipient<M> = Arc<dyn Deliver<M>>;
+type AskRecipient<M, R> = Recipient<Ask<M, R>>;
+type Subscribers<E> = Vec<Recipient<Arc<Envelope<E>>>>;
+
+/// `TypeId` is already a hash; hashing it again with SipHash costs more than the lookup.
+#[derive(Default)]
+pub(crate) struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+type TypeMap<V> = HashMap<TypeId, V, BuildHasherDefault<TypeIdHasher>>;
+
+struct Single {
+    actor: &'static str,
+    /// An `AskRecipient<M, M::Reply>`.
+    recipient: Box<dyn Any + Send + Sync>,
+}
+
+/// Message type to recipients, immutable after `build()`.
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    /// Where a message goes that could not be delivered after it was accepted.
+    pub(crate) dead_letters: Arc<DeadLetters>,
+    commands: TypeMap<Single>,
+    queries: TypeMap<Single>,
+    /// `Subscribers<E>` per event type.
+    events: TypeMap<Box<dyn Any + Send + Sync>>,
+}
+
+/// Fills a [`RouteTable`] and collects the errors found on the way.
+#[derive(Default)]
+pub(crate) struct TableBuilder {
+    pub(crate) table: RouteTable,
+    pub(crate) errors: Vec<Error>,
+}
+
+impl TableBuilder {
+    fn single<M: Message, R: 'static>(
+        map: &mut TypeMap<Single>,
+        errors: &mut Vec<Error>,
+        actor: &'static str,
+        recipient: AskRecipient<M, R>,
+    ) {
+        match map.entry(TypeId::of::<M>()) {
+            Entry::Occupied(first) => errors.push(Error::DuplicateHandler {
+                message: M::NAME,
+                first: first.get().actor,
+                second: actor,
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(Single {
+                    actor,
+                    recipient: Box::new(recipient),
+                });
+            }
+        }
+    }
+
+    pub(crate) fn command<C: Command>(
+        &mut self,
+        actor: &'static str,
+        recipient: AskRecipient<C, C::Reply>,
+    ) {
+        Self::single(&mut self.table.commands, &mut self.errors, actor, recipient);
+    }
+
+    pub(crate) fn query<Q: Query>(
+        &mut self,
+        actor: &'static str,
+        recipient: AskRecipient<Q, Q::Reply>,
+    ) {
+        Self::single(&mut self.table.queries, &mut self.errors, actor, recipient);
+    }
+
+    pub(crate) fn event<E: Event>(&mut self, recipient: Recipient<Arc<Envelope<E>>>) {
+        self.table
+            .events
+            .entry(TypeId::of::<E>())
+            .or_insert_with(|| Box::new(Subscribers::<E>::new()))
+            .downcast_mut::<Subscribers<E>>()
+            .expect("the event map holds Subscribers<E> under TypeId::of::<E>()")
+            .push(recipient);
+    }
+}
+
+impl RouteTable {
+    fn single<M: Message, R: 'static>(map: &TypeMap<Single>) -> Result<&AskRecipient<M, R>> {
+        map.get(&TypeId::of::<M>())
+            .map(|single| {
+                single
+                    .recipient
+                    .downcast_ref::<AskRecipient<M, R>>()
+                    .expect("the map holds AskRecipient<M, R> under TypeId::of::<M>()")
+            })
+            .ok_or(Error::NoHandler { message: M::NAME })
+    }
+
+    /// The handler of command `C`.
+    #[inline]
+    pub(crate) fn command<C: Command>(&self) -> Result<&AskRecipient<C, C::Reply>> {
+        Self::single::<C, C::Reply>(&self.commands)
+    }
+
+    /// The handler of query `Q`.
+    #[inline]
+    pub(crate) fn query<Q: Query>(&self) -> Result<&AskRecipient<Q, Q::Reply>> {
+        Self::single::<Q, Q::Reply>(&self.queries)
+    }
+
+    #[inline]
+    fn subscribers<E: Event>(&self) -> &[Recipient<Arc<Envelope<E>>>] {
+        self.events
+            .get(&TypeId::of::<E>())
+            .map(|subs| {
+                subs.downcast_ref::<Subscribers<E>>()
+                    .expect("the event map holds Subscribers<E> under TypeId::of::<E>()")
+                    .as_slice()
+            })
+            .unwrap_or(&[])
+    }
+
+    /// Sends a request and waits for its reply; `from.timeout` bounds room and reply together.
+    pub(crate) async fn ask<M: Message, R: Send + 'static>(
+        &self,
+        to: &AskRecipient<M, R>,
+        env: Envelope<M>,
+        from: Sender<'_>,
+    ) -> Result<R> {
+        let deadline = from.timeout.map(|t| (Instant::now() + t, t));
+        let (tx, rx) = oneshot::channel();
+        let ask = Ask {
+            env,
+            reply: Reply::To(tx),
+        };
+        deliver_one(to, ask, M::NAME, from, deadline).await?;
+        let reply = ReplyFuture {
+            rx,
+            actor: to.core().actor,
+            message: M::NAME,
+        };
+        match deadline {
+            None => reply.await,
+            Some((at, timeout)) => {
+                tokio::time::timeout_at(at, reply)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        actor: to.core().actor,
+                        message: M::NAME,
+                        timeout,
+                    })?
+            }
+        }
+    }
+
+    /// Sends a request whose reply nobody waits for.
+    pub(crate) async fn tell<M: Message, R: Send + 'static>(
+        &self,
+        to: &AskRecipient<M, R>,
+        env: Envelope<M>,
+        from: Sender<'_>,
+    ) -> Result<()> {
+        let deadline = from.timeout.map(|t| (Instant::now() + t, t));
+        let ask = Ask {
+            env,
+            reply: Reply::Ignore,
+        };
+        deliver_one(to, ask, M::NAME, from, deadline).await
+    }
+
+    /// Delivers a request if there is room now; the reply comes through the returned future.
+    pub(crate) fn try_ask<M: Message, R: Send + 'static>(
+        &self,
+        to: &AskRecipient<M, R>,
+        env: Envelope<M>,
+        from: Sender<'_>,
+    ) -> Result<ReplyFuture<R>, TrySendError<M>> {
+        let (tx, rx) = oneshot::channel();
+        let ask = Ask {
+            env,
+            reply: Reply::To(tx),
+        };
+        try_deliver_one(to, ask, M::NAME, from).map_err(|e| TrySendError {
+            message: e.message.env.message,
+            error: e.error,
+        })?;
+        Ok(ReplyFuture {
+            rx,
+            actor: to.core().actor,
+            message: M::NAME,
+        })
+    }
+
+    /// Delivers a request with no reply if there is room now.
+    pub(crate) fn try_tell<M: Message, R: Send + 'static>(
+        &self,
+        to: &AskRecipient<M, R>,
+        env: Envelope<M>,
+        from: Sender<'_>,
+    ) -> Result<(), TrySendError<M>> {
+        let ask = Ask {
+            env,
+            reply: Reply::Ignore,
+        };
+        try_deliver_one(to, ask, M::NAME, from).map_err(|e| TrySendError {
+            message: e.message.env.message,
+            error: e.error,
+        })
+    }
+
+    /// Publishes to every subscriber: room is reserved in all their mailboxes before any
+    /// receives the event, so a publish is all-or-nothing.
+    pub(crate) async fn publish<E: Event>(&self, env: Envelope<E>, from: Sender<'_>) -> Result<()> {
+        let subs = self.subscribers::<E>();
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let mut held = Reservation::new(subs, from);
+        let mut deadline = None;
+        for sub in subs {
+            let core = sub.core();
+            if !from.is_me(core) {
+                match core.room.try_acquire() {
+                    Ok(permit) => permit.forget(),
+                    Err(TryAcquireError::Closed) => return Err(stopped::<E>(core)),
+                    Err(TryAcquireError::NoPermits) => {
+                        let deadline = *deadline
+                            .get_or_insert_with(|| from.timeout.map(|t| (Instant::now() + t, t)));
+                        wait_for_room(core, E::NAME, deadline).await?;
+                    }
+                }
+            }
+            held.count += 1;
+        }
+        held.commit(env, &self.dead_letters);
+        Ok(())
+    }
+
+    /// Publishes if every subscriber has room now; otherwise delivers to none and hands the
+    /// envelope back with [`Error::Full`].
+    pub(crate) fn try_publish<E: Event>(
+        &self,
+        env: Envelope<E>,
+        from: Sender<'_>,
+    ) -> Result<(), TrySendError<Envelope<E>>> {
+        let subs = self.subscribers::<E>();
+        let mut held = Reservation::new(subs, from);
+        for sub in subs {
+            let core = sub.core();
+            if !from.is_me(core) {
+                match core.room.try_acquire() {
+                    Ok(permit) => permit.forget(),
+                    Err(e) => {
+                        let error = match e {
+                            TryAcquireError::Closed => stopped::<E>(core),
+                            TryAcquireError::NoPermits => Error::Full {
+                                actor: core.actor,
+                                message: E::NAME,
+                            },
+                        };
+                        // Dropping `held` returns the room taken so far.
+                        return Err(TrySendError {
+                            message: env,
+                            error,
+                        });
+                    }
+                }
+            }
+            held.count += 1;
+        }
+        held.commit(env, &self.dead_letters);
+        Ok(())
+    }
+}
+
+fn stopped<M: Message>(core: &MailboxCore) -> Error {
+    Error::Stopped {
+        actor: core.actor,
+        message: M::NAME,
+    }
+}
+
+/// Waits for a slot of room in `core`'s mailbox until `deadline` (forever without one).
+async fn wait_for_room(
+    core: &MailboxCore,
+    message: &'static str,
+    deadline: Option<(Instant, Duration)>,
+) -> Result<()> {
+    let acquire = core.room.acquire();
+    let permit = match deadline {
+        None => acquire.await,
+        Some((at, timeout)) => {
+            tokio::time::timeout_at(at, acquire)
+                .await
+                .map_err(|_| Error::Timeout {
+                    actor: core.actor,
+                    message,
+                    timeout,
+                })?
+        }
+    };
+    permit
+        .map_err(|_| Error::Stopped {
+            actor: core.actor,
+            message,
+        })?
+        .forget();
+    Ok(())
+}
+
+/// Delivers to one recipient, waiting for room (none is needed in the sender's own mailbox).
+#[inline]
+async fn deliver_one<M>(
+    to: &Recipient<M>,
+    msg: M,
+    name: &'static str,
+    from: Sender<'_>,
+    deadline: Option<(Instant, Duration)>,
+) -> Result<()> {
+    let core = to.core();
+    let reserved = !from.is_me(core);
+    if reserved {
+        match core.room.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => {
+                return Err(Error::Stopped {
+                    actor: core.actor,
+                    message: name,
+                })
+            }
+            Err(TryAcquireError::NoPermits) => wait_for_room(core, name, deadline).await?,
+        }
+    }
+    to.push(msg, reserved).map_err(|_| Error::Stopped {
+        actor: core.actor,
+        message: name,
+    })
+}
+
+/// Delivers to one recipient if it has room now, handing the message back otherwise.
+#[inline]
+fn try_deliver_one<M>(
+    to: &Recipient<M>,
+    msg: M,
+    name: &'static str,
+    from: Sender<'_>,
+) -> Result<(), TrySendError<M>> {
+    let core = to.core();
+    let reserved = !from.is_me(core);
+    if reserved {
+        if let Err(e) = core.room.try_acquire().map(|permit| permit.forget()) {
+            let error = match e {
+                TryAcquireError::Closed => Error::Stopped {
+                    actor: core.actor,
+                    message: name,
+                },
+                TryAcquireError::NoPermits => Error::Full {
+                    actor: core.actor,
+                    message: name,
+                },
+            };
+            return Err(TrySendError {
+                message: msg,
+                error,
+            });
+        }
+    }
+    to.push(msg, reserved).map_err(|message| TrySendError {
+        message,
+        error: Error::Stopped {
+            actor: core.actor,
+            message: name,
+        },
+    })
+}
+
+/// Room reserved in the first `count` subscribers' mailboxes; returned on drop unless the
+/// event was delivered. Makes fan-out all-or-nothing, also when the publishing future is
+/// cancelled or times out half-way.
+struct Reservation<'a, E> {
+    subs: &'a [Recipient<Arc<Envelope<E>>>],
+    from: Sender<'a>,
+    count: usize,
+}
+
+impl<'a, E: Event> Reservation<'a, E> {
+    fn new(subs: &'a [Recipient<Arc<Envelope<E>>>], from: Sender<'a>) -> Self {
+        Self {
+            subs,
+            from,
+            count: 0,
+        }
+    }
+
+    /// Delivers the event to every subscriber; room is reserved in all of them.
+    fn commit(mut self, env: Envelope<E>, dead_letters: &DeadLetters) {
+        debug_assert_eq!(self.count, self.subs.len());
+        self.count = 0;
+        let shared = Arc::new(env);
+        for sub in self.subs {
+            if let Err(event) = sub.push(shared.clone(), !self.from.is_me(sub.core())) {
+                // Only an actor that stopped between our reservation and the push refuses;
+                // the others still get the event, and this one's copy is not lost.
+                let actor = sub.core().actor;
+                tracing::error!(
+                    actor,
+                    message = E::NAME,
+                    "subscriber stopped during publish; dead-lettered"
+                );
+                let meta = event.meta.clone();
+                dead_letters.push(
+                    actor,
+                    E::NAME,
+                    &meta,
+                    "subscriber stopped".to_owned(),
+                    Some(event as Arc<dyn Any + Send + Sync>),
+                );
+            }
+        }
+    }
+}
+
+impl<E> Drop for Reservation<'_, E> {
+    fn drop(&mut self) {
+        for sub in &self.subs[..self.count] {
+            if !self.from.is_me(sub.core()) {
+                sub.core().room.add_permits(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Messages: the [`Command`], [`Event`] and [`Query`] traits, their [`Envelope`] and
+//! [`Metadata`].
+//!
+//! The traits are implemented by `#[derive(Command)]`, `#[derive(Event)]` and
+//! `#[derive(Query)]`; writing the impls by hand works too, but the derives also check the
+//! bounds at the type's definition, where an error is easiest to read.
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// A type that travels through the bus: it has a stable name and a schema version.
+///
+/// The name identifies the message outside the process (stores, brokers, logs), so it must not
+/// change when the Rust type is renamed or moved; give it explicitly with
+/// `#[command(name = "...")]` (or `event`, `query`) to decouple the two.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a message: add `#[derive(Command)]`, `#[derive(Event)]` or `#[derive(Query)]` to its definition",
+    label = "not a message"
+)]
+pub trait Message: Send + 'static {
+    /// The stable name, `"order.placed"` or the type's name by default.
+    const NAME: &'static str;
+    /// The schema version of the payload, 1 by default.
+    const VERSION: u32 = 1;
+}
+
+/// A request to do something, handled by exactly one `#[handle]` method, which returns
+/// [`Command::Reply`].
+///
+/// ```
+/// use eventdriven::prelude::*;
+///
+/// #[derive(Command, Debug)]
+/// #[command(reply = Result<u64, String>, name = "account.withdraw")]
+/// struct Withdraw { amount: u64 }
+///
+/// assert_eq!(<Withdraw as Message>::NAME, "account.withdraw");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command: add `#[derive(Command)]` to its definition",
+    label = "not a command",
+    note = "commands go to one handler with `send`/`tell`; events are published with `publish`, queries asked with `query`"
+)]
+pub trait Command: Message {
+    /// What the handler returns to the sender; `()` by default.
+    type Reply: Send + 'static;
+}
+
+/// A fact that happened, delivered to every `#[subscribe]` method for it (zero or more).
+///
+/// Publishing allocates the event once and shares it with every subscriber behind an `Arc`,
+/// so subscribers receive `&E`. `Clone` lets a subscriber keep its own copy.
+///
+/// ```
+/// use eventdriven::prelude::*;
+///
+/// #[derive(Event, Clone, Debug)]
+/// #[event(name = "order.placed", version = 2)]
+/// struct OrderPlaced { order: u64 }
+///
+/// assert_eq!(<OrderPlaced as Message>::VERSION, 2);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event: add `#[derive(Event)]` to its definition",
+    label = "not an event",
+    note = "events are facts published with `publish` and received by `#[subscribe]` methods"
+)]
+pub trait Event: Message + Clone + Sync {}
+
+/// A request for data without effects, answered by exactly one `#[query]` method (which takes
+/// `&self`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a query: add `#[derive(Query)]` to its definition",
+    label = "not a query",
+    note = "queries are asked with `query` and answered by `#[query]` methods"
+)]
+pub trait Query: Message {
+    /// What the handler returns; `()` by default.
+    type Reply: Send + 'static;
+}
+
+/// A 128-bit message identifier, unique within and (with overwhelming probability) across
+/// processes. Displayed in the 8-4-4-4-12 hex form.
+///
+/// Generating one costs a thread-local increment: the high half is a random per-thread seed,
+/// the low half a per-thread counter.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    hi: u64,
+    lo: u64,
+}
+
+thread_local! {
+    static ID_STATE: Cell<(u64, u64)> = Cell::new((thread_seed(), 0));
+}
+
+fn thread_seed() -> u64 {
+    // RandomState draws its keys from the OS once per thread; the global counter keeps two
+    // threads apart even if those keys ever coincided.
+    static THREADS: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(THREADS.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+impl MessageId {
+    /// A new unique id.
+    pub fn new() -> Self {
+        ID_STATE.with(|state| {
+            let (seed, count) = state.get();
+            state.set((seed, count.wrapping_add(1)));
+            Self {
+                hi: seed,
+                lo: count,
+            }
+        })
+    }
+
+    /// The id as one number.
+    pub const fn as_u128(self) -> u128 {
+        ((self.hi as u128) << 64) | self.lo as u128
+    }
+
+    /// An id from a number, for ids that come from outside (stores, brokers).
+    pub const fn from_u128(value: u128) -> Self {
+        Self {
+            hi: (value >> 64) as u64,
+            lo: value as u64,
+        }
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.as_u128();
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            (v >> 96) as u32,
+            (v >> 80) as u16,
+            (v >> 64) as u16,
+            (v >> 48) as u16,
+            v & 0xffff_ffff_ffff
+        )
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// String headers carried with a message (tenant, trace context, ...). Empty headers cost no
+/// allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// All headers in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What every message carries besides its payload.
+///
+/// A message sent from inside a handler (`ctx.publish`, `ctx.send`, `ctx.query`) is *caused*
+/// by the message being handled: its `causation_id` is that message's `id` and it inherits its
+/// `correlation_id`, so one business flow shares a correlation id from end to end.
+#[derive(Clone, Debug)]
+pub struct Metadata {
+    /// This message's unique id.
+    pub id: MessageId,
+    /// The id shared by every message of one flow: the root message's id unless set.
+    pub correlation_id: MessageId,
+    /// The id of the message whose handler sent this one; `None` for a root message.
+    pub causation_id: Option<MessageId>,
+    /// When the message was created.
+    pub timestamp: SystemTime,
+    /// Delivery attempt, starting at 1.
+    pub attempt: u32,
+    /// Free-form string headers.
+    pub headers: Headers,
+}
+
+impl Metadata {
+    /// Metadata for a root message: a new id that is also its correlation id.
+    pub fn new() -> Self {
+        let id = MessageId::new();
+        Self {
+            id,
+            correlation_id: id,
+            causation_id: None,
+            timestamp: SystemTime::now(),
+            attempt: 1,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Metadata for a message caused by the one that carries `self`.
+    pub fn caused_by(cause: &Metadata) -> Self {
+        Self {
+            id: MessageId::new(),
+            correlation_id: cause.correlation_id,
+            causation_id: Some(cause.id),
+            timestamp: SystemTime::now(),
+            attempt: 1,
+            headers: Headers::new(),
+        }
+    }
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A message with its [`Metadata`]. `app.send(cmd)` wraps `cmd` in a fresh envelope; build one
+/// yourself to set a correlation id or headers and pass it to `send_envelope` and friends.
+///
+/// ```
+/// use eventdriven::{Envelope, MessageId};
+///
+/// let flow = MessageId::new();
+/// let env = Envelope::new("payload").with_correlation_id(flow).with_header("tenant", "acme");
+/// assert_eq!(env.meta.correlation_id, flow);
+/// assert_eq!(env.meta.headers.get("tenant"), Some("acme"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Envelope<M> {
+    /// Id, correlation, causation, timestamp, attempt and headers.
+    pub meta: Metadata,
+    /// The payload.
+    pub message: M,
+}
+
+impl<M> Envelope<M> {
+    /// Wraps `message` with new root metadata.
+    pub fn new(message: M) -> Self {
+        Self {
+            meta: Metadata::new(),
+            message,
+        }
+    }
+
+    /// Wraps `message` with the given metadata.
+    pub fn with_meta(message: M, meta: Metadata) -> Self {
+        Self { meta, message }
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: MessageId) -> Self {
+        self.meta.correlation_id = id;
+        self
+    }
+
+    /// Sets a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.headers.insert(name, value);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_across_threads() {
+        let mut all: Vec<MessageId> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| MessageId::new()).collect::<Vec<_>>()))
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4000);
+    }
+
+    #[test]
+    fn id_round_trips_and_displays_as_uuid() {
+        let id = MessageId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert_eq!(id.to_string(), "01234567-89ab-cdef-0011-223344556677");
+        assert_eq!(MessageId::from_u128(id.as_u128()), id);
+    }
+
+    #[test]
+    fn caused_by_links_causation_and_correlation() {
+        let root = Metadata::new();
+        let child = Metadata::caused_by(&root);
+        assert_eq!(root.correlation_id, root.id);
+        assert_eq!(child.causation_id, Some(root.id));
+        assert_eq!(child.correlation_id, root.id);
+        assert_ne!(child.id, root.id);
+    }
+
+    #[test]
+    fn headers_replace_and_look_up() {
+        let mut h = Headers::new();
+        h.insert("a", "1");
+        h.insert("a", "2");
+        assert_eq!(h.get("a"), Some("2"));
+        assert_eq!(h.len(), 1);
+    }
+}

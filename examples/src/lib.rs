@@ -1,0 +1,1 @@
+//! Runnable examples live beside this crate; run them with `cargo run --example NAME`.

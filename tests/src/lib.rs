@@ -1,0 +1,1 @@
+//! Integration and compile-fail tests for eventdriven live in `tests/`; this library is empty.
