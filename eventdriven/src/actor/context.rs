@@ -144,7 +144,7 @@ impl<A: Actor> Context<A> {
         if let Err(error) = outcome {
             tracing::error!(
                 actor = A::NAME,
-                message = self.message,
+                message_name = self.message,
                 id = %self.meta.id,
                 %error,
                 "subscriber failed; event dead-lettered"

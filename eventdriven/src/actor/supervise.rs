@@ -48,7 +48,7 @@ pub(crate) async fn run<A: Actor>(
         let span = tracing::info_span!(
             "handle",
             actor = A::NAME,
-            message = name,
+            message_name = name,
             id = %meta.id,
             correlation_id = %meta.correlation_id,
         );
@@ -67,7 +67,7 @@ pub(crate) async fn run<A: Actor>(
             };
             tracing::error!(
                 actor = A::NAME,
-                message = ctx.message,
+                message_name = ctx.message,
                 id = %ctx.meta.id,
                 correlation_id = %ctx.meta.correlation_id,
                 restarted,
@@ -83,7 +83,7 @@ pub(crate) async fn run<A: Actor>(
     for msg in inbox.close() {
         let (name, meta) = A::__describe(&msg);
         let meta = meta.clone();
-        tracing::error!(actor = A::NAME, message = name, id = %meta.id, "actor stopped before handling the message; dead-lettered");
+        tracing::error!(actor = A::NAME, message_name = name, id = %meta.id, "actor stopped before handling the message; dead-lettered");
         ctx.shared.dead_letters.push(
             A::NAME,
             name,

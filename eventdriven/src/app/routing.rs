@@ -510,7 +510,7 @@ impl<'a, E: Event> Reservation<'a, E> {
                 let actor = sub.core().actor;
                 tracing::error!(
                     actor,
-                    message = E::NAME,
+                    message_name = E::NAME,
                     "subscriber stopped during publish; dead-lettered"
                 );
                 let meta = event.meta.clone();
