@@ -119,12 +119,15 @@ pub(crate) trait Deliver<M>: Send + Sync {
     fn push(&self, msg: M, reserved: bool) -> Result<(), M>;
 }
 
+/// Takes a message of type `M` back out of the actor's enum (when a push fails).
+pub(crate) type Unwrap<A, M> = fn(<A as Actor>::Mailbox) -> Option<M>;
+
 /// The sending side of one actor's mailbox for one message type.
 pub(crate) struct Port<A: Actor, M> {
     pub(crate) core: Arc<MailboxCore>,
     pub(crate) tx: UnboundedSender<Slot<A::Mailbox>>,
     pub(crate) wrap: fn(M) -> A::Mailbox,
-    pub(crate) unwrap: fn(A::Mailbox) -> Option<M>,
+    pub(crate) unwrap: Unwrap<A, M>,
 }
 
 impl<A: Actor, M: Send + 'static> Deliver<M> for Port<A, M> {

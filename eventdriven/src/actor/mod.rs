@@ -68,7 +68,7 @@ impl<A: Actor> Routes<'_, A> {
     fn port<M: Send + 'static>(
         &self,
         wrap: fn(M) -> A::Mailbox,
-        unwrap: fn(A::Mailbox) -> Option<M>,
+        unwrap: mailbox::Unwrap<A, M>,
     ) -> mailbox::Port<A, M> {
         mailbox::Port {
             core: self.core.clone(),
@@ -82,7 +82,7 @@ impl<A: Actor> Routes<'_, A> {
     pub fn command<C: Command>(
         &mut self,
         wrap: fn(Ask<C, C::Reply>) -> A::Mailbox,
-        unwrap: fn(A::Mailbox) -> Option<Ask<C, C::Reply>>,
+        unwrap: mailbox::Unwrap<A, Ask<C, C::Reply>>,
     ) {
         let port = self.port(wrap, unwrap);
         self.table.command::<C>(A::NAME, Arc::new(port));
@@ -92,7 +92,7 @@ impl<A: Actor> Routes<'_, A> {
     pub fn query<Q: Query>(
         &mut self,
         wrap: fn(Ask<Q, Q::Reply>) -> A::Mailbox,
-        unwrap: fn(A::Mailbox) -> Option<Ask<Q, Q::Reply>>,
+        unwrap: mailbox::Unwrap<A, Ask<Q, Q::Reply>>,
     ) {
         let port = self.port(wrap, unwrap);
         self.table.query::<Q>(A::NAME, Arc::new(port));
@@ -102,7 +102,7 @@ impl<A: Actor> Routes<'_, A> {
     pub fn event<E: Event>(
         &mut self,
         wrap: fn(Arc<Envelope<E>>) -> A::Mailbox,
-        unwrap: fn(A::Mailbox) -> Option<Arc<Envelope<E>>>,
+        unwrap: mailbox::Unwrap<A, Arc<Envelope<E>>>,
     ) {
         let port = self.port(wrap, unwrap);
         self.table.event::<E>(Arc::new(port));

@@ -496,11 +496,14 @@ struct Spec<A: Actor> {
     mailbox: Mailbox,
 }
 
+/// Starts a wired actor's task once the shared state exists.
+type Launch = Box<dyn FnOnce(&Arc<Shared>) -> JoinHandle<()> + Send>;
+
 /// An actor wired into the table, ready to start.
 struct Wired {
     core: Arc<MailboxCore>,
     stop: StopHandle,
-    launch: Box<dyn FnOnce(&Arc<Shared>) -> JoinHandle<()> + Send>,
+    launch: Launch,
 }
 
 /// Type-erases [`Spec`] so the builder can hold actors of different types.
