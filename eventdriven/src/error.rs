@@ -81,6 +81,47 @@ pub enum Error {
         /// Messages accepted but not handled.
         unhandled: u64,
     },
+    /// A message handled to completion may not be redelivered from the dead letters again.
+    #[error("`{message}` was already taken out of the dead letters")]
+    AlreadyRedelivered {
+        /// The message's name.
+        message: &'static str,
+    },
+    /// The message's time to live passed before it was handled.
+    #[error("`{message}` expired before `{actor}` handled it")]
+    Expired {
+        /// The actor that would have handled it.
+        actor: &'static str,
+        /// The message's name.
+        message: &'static str,
+    },
+    /// The message exhausted its retries (or failed permanently) and is in the dead letters.
+    #[error("`{actor}` failed to handle `{message}` after {attempts} attempt(s): {error}")]
+    DeadLettered {
+        /// The actor.
+        actor: &'static str,
+        /// The message's name.
+        message: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
+    /// No dead letter has this number (never, or it was retried or purged).
+    #[error("no dead letter #{seq}: it was retried, purged, or never existed")]
+    NoDeadLetter {
+        /// The number asked for.
+        seq: u64,
+    },
+    /// The dead letter kept no payload to deliver again (a command or query that was being
+    /// handled when it failed; its sender got the error).
+    #[error("dead letter #{seq} (`{message}`) cannot be retried: only its metadata was kept")]
+    NotRetryable {
+        /// The dead letter's number.
+        seq: u64,
+        /// The message's name.
+        message: &'static str,
+    },
     /// The app's configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -7,8 +7,9 @@ pub mod delivery;
 pub mod error;
 pub mod message;
 
+pub use actor::ReplyFuture;
 pub use actor::{Actor, Context, Mailbox};
-pub use app::{ActorStats, App, AppBuilder, ReplyFuture, Stats};
+pub use app::{ActorOptions, ActorStats, App, AppBuilder, Stats};
 pub use delivery::{DeadLetter, DeadLetters};
 pub use error::{Error, Result, TrySendError};
 pub use message::{Command, Envelope, Event, Headers, Message, MessageId, Metadata, Query};
@@ -27,8 +28,12 @@ pub mod prelude {
 /// Paths used by the generated code; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::{Routes, SubscribeResult};
-    pub use crate::app::routing::{Ask, Reply};
+    pub use crate::actor::item::Payload;
+    pub use crate::actor::{
+        Ask, Delivery, HandlerOptions, MailboxItem, Reply, Routes, SubscribeResult,
+    };
+    pub use crate::delivery::{Backoff, HandlerError, RetryPolicy};
+    pub use core::time::Duration;
     pub use std::sync::Arc;
 
     /// Picks `Some(T::default)` for a `Default` actor and `None` otherwise, by autoref

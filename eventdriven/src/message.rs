@@ -224,6 +224,8 @@ pub struct Metadata {
     pub attempt: u32,
     /// Free-form string headers.
     pub headers: Headers,
+    /// When the message expires: one not handled by then is dead-lettered as expired instead.
+    pub expires_at: Option<SystemTime>,
 }
 
 impl Metadata {
@@ -237,7 +239,14 @@ impl Metadata {
             timestamp: SystemTime::now(),
             attempt: 1,
             headers: Headers::new(),
+            expires_at: None,
         }
+    }
+
+    /// Whether the message has expired at `now`.
+    #[inline]
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| now > at)
     }
 
     /// Metadata for a message caused by the one that carries `self`.
@@ -249,6 +258,7 @@ impl Metadata {
             timestamp: SystemTime::now(),
             attempt: 1,
             headers: Headers::new(),
+            expires_at: None,
         }
     }
 }
@@ -295,6 +305,13 @@ impl<M> Envelope<M> {
     /// Sets the correlation id.
     pub fn with_correlation_id(mut self, id: MessageId) -> Self {
         self.meta.correlation_id = id;
+        self
+    }
+
+    /// Gives the message a time to live: if it is not handled within `ttl` from now, it is
+    /// not handled at all and lands in the dead letters as expired.
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.meta.expires_at = Some(SystemTime::now() + ttl);
         self
     }
 

@@ -24,7 +24,7 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
         match h.marker {
             Marker::Handle => quote_spanned!(ty_span=> #ident(#krate::__private::Ask<#ty, <#ty as #krate::Command>::Reply>)),
             Marker::Query => quote_spanned!(ty_span=> #ident(#krate::__private::Ask<#ty, <#ty as #krate::Query>::Reply>)),
-            Marker::Subscribe => quote_spanned!(ty_span=> #ident(#krate::__private::Arc<#krate::Envelope<#ty>>)),
+            Marker::Subscribe => quote_spanned!(ty_span=> #ident(#krate::__private::Delivery<#ty>)),
         }
     });
     let routes = handlers.iter().map(|h| {
@@ -44,17 +44,7 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
             });
         }
     });
-    let describe = handlers.iter().map(|h| {
-        let (ident, ty) = (&h.ident, &h.message);
-        match h.marker {
-            Marker::Subscribe => {
-                quote!(__Mailbox::#ident(msg) => (<#ty as #krate::Message>::NAME, &msg.meta))
-            }
-            Marker::Handle | Marker::Query => {
-                quote!(__Mailbox::#ident(msg) => (<#ty as #krate::Message>::NAME, msg.__meta()))
-            }
-        }
-    });
+    let idents: Vec<_> = handlers.iter().map(|h| &h.ident).collect();
     let arms = handlers.iter().map(|h| handle_arm(krate, h, call));
     quote! {
         const _: () = {
@@ -73,14 +63,32 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
                     #(#routes)*
                 }
 
-                fn __describe(msg: &__Mailbox) -> (&'static str, &#krate::Metadata) {
+                fn __describe(msg: &__Mailbox) -> (&'static str, &#krate::Metadata, u32) {
+                    use #krate::__private::MailboxItem as _;
                     match msg {
-                        #(#describe,)*
+                        #(__Mailbox::#idents(item) => {
+                            let (name, meta) = item.describe();
+                            (name, meta, item.attempt())
+                        })*
+                    }
+                }
+
+                fn __reject(
+                    msg: __Mailbox,
+                    error: #krate::Error,
+                ) -> (&'static str, #krate::Metadata, ::core::option::Option<#krate::__private::Payload>) {
+                    use #krate::__private::MailboxItem as _;
+                    match msg {
+                        #(__Mailbox::#idents(item) => item.reject(error),)*
                     }
                 }
 
                 #[allow(clippy::let_unit_value, unused_variables)]
-                async fn __handle(&mut self, msg: __Mailbox, ctx: &mut #krate::Context<Self>) {
+                async fn __handle(
+                    &mut self,
+                    msg: __Mailbox,
+                    ctx: &mut #krate::Context<Self>,
+                ) -> ::core::result::Result<(), #krate::__private::HandlerError> {
                     match msg {
                         #(#arms)*
                     }
@@ -99,7 +107,7 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
 fn handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
     let (ident, ty) = (&h.ident, &h.message);
     let arg = match h.marker {
-        Marker::Subscribe => quote!(&msg.message),
+        Marker::Subscribe => quote!(msg.event()),
         Marker::Handle | Marker::Query => quote!(message),
     };
     let args = if h.has_ctx {
@@ -132,18 +140,29 @@ fn handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
                     let (message, reply) = ctx.__begin_ask(msg);
                     #bind
                     reply.send(value);
+                    ::core::result::Result::Ok(())
                 }
             }
         }
         Marker::Subscribe => {
-            let outcome = quote_spanned!(span=> let outcome = #krate::__private::SubscribeResult::into_outcome(#invoke););
+            let outcome =
+                quote_spanned!(span=> #krate::__private::SubscribeResult::into_outcome(#invoke));
+            let options = options(krate, h);
             quote! {
                 __Mailbox::#ident(msg) => {
-                    ctx.__begin_event(&msg);
+                    static OPTIONS: #krate::__private::HandlerOptions = #options;
+                    if !ctx.__begin_event(&msg, &OPTIONS) {
+                        return ::core::result::Result::Ok(());
+                    }
                     #outcome
-                    ctx.__end_event(outcome);
                 }
             }
         }
     }
+}
+
+/// The handler's options as a constant expression.
+fn options(krate: &Path, h: &Handler) -> TokenStream {
+    let _ = h;
+    quote!(#krate::__private::HandlerOptions::DEFAULT)
 }

@@ -1,16 +1,47 @@
 //! The handler's view of the app: send, publish and query on behalf of the message being
-//! handled, and read its metadata.
+//! handled, schedule messages, and read its metadata. Also where a failed handler's message
+//! goes next: a retry after its backoff, or the dead letters.
 
-use std::any::Any;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use super::item::{redeliver_event, Ask, Delivery, Payload, Reply};
 use super::mailbox::MailboxCore;
 use super::Actor;
-use crate::app::routing::{Ask, Sender};
+use crate::app::routing::Sender;
 use crate::app::Shared;
+use crate::delivery::{HandlerError, NewDeadLetter, Reason, RetryPolicy, Scheduled};
 use crate::error::{Error, Result, TrySendError};
-use crate::message::{Command, Envelope, Event, Metadata, Query};
+use crate::message::{Command, Envelope, Event, Message, MessageId, Metadata, Query};
+
+/// Per-handler options from the handler's attribute (`#[subscribe(retry = 3, idempotent)]`).
+/// Built by generated code as a `static`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct HandlerOptions {
+    /// Overrides the actor's and the app's retry policy.
+    pub retry: Option<RetryPolicy>,
+    /// Skip message ids this subscriber already handled.
+    pub idempotent: bool,
+}
+
+impl HandlerOptions {
+    /// No options.
+    pub const DEFAULT: HandlerOptions = HandlerOptions {
+        retry: None,
+        idempotent: false,
+    };
+}
+
+/// The event being handled, kept so a failure can retry or dead-letter it.
+struct Inflight {
+    payload: Payload,
+    attempt: u32,
+    options: &'static HandlerOptions,
+}
 
 /// Passed to every handler that asks for it (`ctx: &mut Context<Self>`).
 ///
@@ -24,19 +55,28 @@ pub struct Context<A: Actor> {
     pub(crate) me: Arc<MailboxCore>,
     pub(crate) meta: Metadata,
     pub(crate) message: &'static str,
-    /// The event being handled, kept so a failure can dead-letter it.
-    pub(crate) event: Option<Arc<dyn Any + Send + Sync>>,
+    inflight: Option<Inflight>,
+    /// The actor's own retry policy (from `ActorOptions`), before the app's.
+    retry: Option<RetryPolicy>,
+    /// When each message now waiting for a retry first failed.
+    first_failures: HashMap<MessageId, SystemTime>,
     _actor: PhantomData<fn() -> A>,
 }
 
 impl<A: Actor> Context<A> {
-    pub(crate) fn new(shared: Arc<Shared>, me: Arc<MailboxCore>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        me: Arc<MailboxCore>,
+        retry: Option<RetryPolicy>,
+    ) -> Self {
         Self {
             shared,
             me,
             meta: Metadata::new(),
             message: "",
-            event: None,
+            inflight: None,
+            retry,
+            first_failures: HashMap::new(),
             _actor: PhantomData,
         }
     }
@@ -46,6 +86,10 @@ impl<A: Actor> Context<A> {
             me: Some(&self.me),
             timeout: Some(self.shared.config.send_timeout),
         }
+    }
+
+    fn caused<M: Message>(&self, message: M) -> Envelope<M> {
+        Envelope::with_meta(message, Metadata::caused_by(&self.meta))
     }
 
     /// The metadata of the message being handled.
@@ -61,14 +105,14 @@ impl<A: Actor> Context<A> {
     /// Publishes an event caused by the current message to every subscriber; waits for room in
     /// all their mailboxes first (all-or-nothing).
     pub async fn publish<E: Event>(&mut self, event: E) -> Result<()> {
-        let env = Envelope::with_meta(event, Metadata::caused_by(&self.meta));
+        let env = self.caused(event);
         self.shared.routes.publish(env, self.sender()).await
     }
 
     /// Like [`publish`](Self::publish) but returns [`Error::Full`] (with the event) instead of
     /// waiting when a subscriber's mailbox is full.
     pub fn try_publish<E: Event>(&mut self, event: E) -> Result<(), TrySendError<E>> {
-        let env = Envelope::with_meta(event, Metadata::caused_by(&self.meta));
+        let env = self.caused(event);
         self.shared
             .routes
             .try_publish(env, self.sender())
@@ -81,7 +125,7 @@ impl<A: Actor> Context<A> {
     /// Sends a command caused by the current message and waits for its reply (at most the
     /// send timeout, room and reply together).
     pub async fn send<C: Command>(&mut self, command: C) -> Result<C::Reply> {
-        let env = Envelope::with_meta(command, Metadata::caused_by(&self.meta));
+        let env = self.caused(command);
         let route = self.shared.routes.command::<C>()?;
         self.refuse_self::<C>(route.core())?;
         self.shared.routes.ask(route, env, self.sender()).await
@@ -89,7 +133,7 @@ impl<A: Actor> Context<A> {
 
     /// Sends a command caused by the current message without waiting for its reply.
     pub async fn tell<C: Command>(&mut self, command: C) -> Result<()> {
-        let env = Envelope::with_meta(command, Metadata::caused_by(&self.meta));
+        let env = self.caused(command);
         let route = self.shared.routes.command::<C>()?;
         self.shared.routes.tell(route, env, self.sender()).await
     }
@@ -97,13 +141,29 @@ impl<A: Actor> Context<A> {
     /// Asks a query caused by the current message and waits for the answer (at most the send
     /// timeout).
     pub async fn query<Q: Query>(&mut self, query: Q) -> Result<Q::Reply> {
-        let env = Envelope::with_meta(query, Metadata::caused_by(&self.meta));
+        let env = self.caused(query);
         let route = self.shared.routes.query::<Q>()?;
         self.refuse_self::<Q>(route.core())?;
         self.shared.routes.ask(route, env, self.sender()).await
     }
 
-    fn refuse_self<M: crate::Message>(&self, to: &Arc<MailboxCore>) -> Result<()> {
+    /// Publishes an event caused by the current message after `delay`. Cancel it with the
+    /// returned handle.
+    pub fn publish_after<E: Event>(&mut self, event: E, delay: Duration) -> Scheduled {
+        let env = self.caused(event);
+        self.shared
+            .schedule_publish(env, tokio::time::Instant::now() + delay)
+    }
+
+    /// Sends a command caused by the current message after `delay`, without waiting for its
+    /// reply. Cancel it with the returned handle.
+    pub fn tell_after<C: Command>(&mut self, command: C, delay: Duration) -> Scheduled {
+        let env = self.caused(command);
+        self.shared
+            .schedule_tell(env, tokio::time::Instant::now() + delay)
+    }
+
+    fn refuse_self<M: Message>(&self, to: &Arc<MailboxCore>) -> Result<()> {
         if Arc::ptr_eq(to, &self.me) {
             return Err(Error::SelfRequest {
                 actor: A::NAME,
@@ -112,6 +172,162 @@ impl<A: Actor> Context<A> {
         }
         Ok(())
     }
+
+    /// Settles the message just handled: on success, remembers its id for an idempotent
+    /// subscriber; on failure, schedules a retry after the backoff or dead-letters it.
+    pub(crate) async fn settle(&mut self, outcome: std::result::Result<(), HandlerError>) {
+        let inflight = self.inflight.take();
+        let id = self.meta.id;
+        let error = match outcome {
+            Ok(()) => {
+                if let Some(inflight) = inflight {
+                    if inflight.options.idempotent {
+                        self.shared.processed.insert(A::NAME, id);
+                    }
+                }
+                if !self.first_failures.is_empty() {
+                    self.first_failures.remove(&id);
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        let reason = if error.panicked() {
+            Reason::Panicked
+        } else {
+            Reason::Failed
+        };
+        let Some(inflight) = inflight else {
+            // A command or query: its sender has the error (or, after a panic, `NoReply`);
+            // the message is recorded by its metadata.
+            self.dead_letter(reason, error.message().to_owned(), None, None)
+                .await;
+            return;
+        };
+        let first = *self
+            .first_failures
+            .entry(id)
+            .or_insert_with(SystemTime::now);
+        let policy = inflight
+            .options
+            .retry
+            .as_ref()
+            .or(self.retry.as_ref())
+            .or(self.shared.config.retry.as_ref());
+        match policy.and_then(|p| p.next_delay(inflight.attempt, &error).map(|d| (p, d))) {
+            Some((policy, delay)) => {
+                tracing::warn!(
+                    actor = A::NAME,
+                    message_name = self.message,
+                    id = %id,
+                    attempt = inflight.attempt,
+                    max_attempts = policy.max_attempts(),
+                    ?delay,
+                    error = %error,
+                    "handler failed; retrying after the backoff"
+                );
+                self.schedule_retry(inflight.payload, inflight.attempt + 1, delay);
+            }
+            None => {
+                self.first_failures.remove(&id);
+                tracing::error!(
+                    actor = A::NAME,
+                    message_name = self.message,
+                    id = %id,
+                    attempts = inflight.attempt,
+                    error = %error,
+                    "handler failed; message dead-lettered"
+                );
+                self.dead_letter(
+                    reason,
+                    error.message().to_owned(),
+                    Some(inflight.payload),
+                    Some(first),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Puts the message back into this actor's mailbox after `delay`, without taking room
+    /// (it was accepted once already). Counted as pending, so shutdown waits for it; the
+    /// shutdown deadline cuts the wait short and the message goes to the dead letters.
+    fn schedule_retry(&self, payload: Payload, attempt: u32, delay: Duration) {
+        let shared = self.shared.clone();
+        let me = self.me.clone();
+        me.retrying.fetch_add(1, Ordering::SeqCst);
+        let meta = {
+            let mut meta = self.meta.clone();
+            meta.attempt = attempt;
+            meta
+        };
+        let message = self.message;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shared.abandoned() => {}
+            }
+            let pushed = if shared.is_abandoned() {
+                Err(Error::ShuttingDown { message })
+            } else {
+                (payload.redeliver)(&shared.routes, &me, payload.value.clone(), attempt, false)
+            };
+            if let Err(e) = pushed {
+                let reason = if shared.is_abandoned() {
+                    Reason::Shutdown
+                } else {
+                    Reason::Stopped
+                };
+                shared
+                    .dead_letter(NewDeadLetter {
+                        actor: me.actor,
+                        message,
+                        meta,
+                        reason,
+                        error: format!("retry not delivered: {e}"),
+                        first_failure: None,
+                        payload: Some(payload),
+                        target: Some(me.clone()),
+                    })
+                    .await;
+            }
+            me.retrying.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Dead-letters the message whose handler shutdown dropped.
+    pub(crate) async fn abandon_current(&mut self) {
+        let payload = self.inflight.take().map(|inflight| inflight.payload);
+        self.dead_letter(
+            Reason::Shutdown,
+            "handler dropped: still running after the shutdown deadline".to_owned(),
+            payload,
+            None,
+        )
+        .await;
+    }
+
+    async fn dead_letter(
+        &mut self,
+        reason: Reason,
+        error: String,
+        payload: Option<Payload>,
+        first: Option<SystemTime>,
+    ) {
+        let target = payload.as_ref().map(|_| self.me.clone());
+        self.shared
+            .dead_letter(NewDeadLetter {
+                actor: A::NAME,
+                message: self.message,
+                meta: self.meta.clone(),
+                reason,
+                error,
+                first_failure: first,
+                payload,
+                target,
+            })
+            .await;
+    }
 }
 
 /// Hooks the generated `__handle` calls around each handler.
@@ -119,39 +335,37 @@ impl<A: Actor> Context<A> {
 impl<A: Actor> Context<A> {
     /// Starts handling a command or query: takes its metadata, returns payload and reply.
     #[inline]
-    pub fn __begin_ask<M: crate::Message, R>(
-        &mut self,
-        ask: Ask<M, R>,
-    ) -> (M, crate::app::routing::Reply<R>) {
+    pub fn __begin_ask<M: Message, R>(&mut self, ask: Ask<M, R>) -> (M, Reply<R>) {
         self.meta = ask.env.meta;
         self.message = M::NAME;
-        self.event = None;
+        self.inflight = None;
         (ask.env.message, ask.reply)
     }
 
-    /// Starts handling an event: copies its metadata and keeps it for the dead letters.
+    /// Starts handling an event: copies its metadata and keeps it for a retry or the dead
+    /// letters. Returns `false` when an idempotent subscriber already handled this id.
     #[inline]
-    pub fn __begin_event<E: Event>(&mut self, event: &Arc<Envelope<E>>) {
-        self.meta.clone_from(&event.meta);
+    pub fn __begin_event<E: Event>(
+        &mut self,
+        delivery: &Delivery<E>,
+        options: &'static HandlerOptions,
+    ) -> bool {
+        self.meta.clone_from(&delivery.env.meta);
+        self.meta.attempt = delivery.attempt;
         self.message = E::NAME;
-        self.event = Some(event.clone() as Arc<dyn Any + Send + Sync>);
-    }
-
-    /// Ends an event handler: a failure goes to the dead letters.
-    #[inline]
-    pub fn __end_event(&mut self, outcome: std::result::Result<(), String>) {
-        let event = self.event.take();
-        if let Err(error) = outcome {
-            tracing::error!(
-                actor = A::NAME,
-                message_name = self.message,
-                id = %self.meta.id,
-                %error,
-                "subscriber failed; event dead-lettered"
-            );
-            self.shared
-                .dead_letters
-                .push(A::NAME, self.message, &self.meta, error, event);
+        if options.idempotent && self.shared.processed.contains(A::NAME, self.meta.id) {
+            tracing::debug!(actor = A::NAME, message_name = E::NAME, id = %self.meta.id, "already handled; skipped");
+            self.inflight = None;
+            return false;
         }
+        self.inflight = Some(Inflight {
+            payload: Payload {
+                value: delivery.env.clone(),
+                redeliver: redeliver_event::<E>,
+            },
+            attempt: delivery.attempt,
+            options,
+        });
+        true
     }
 }

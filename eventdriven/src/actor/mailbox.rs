@@ -5,8 +5,9 @@
 //! be reserved through a type-erased handle while the queue itself holds the actor's own
 //! generated message enum, so a message sits in the mailbox inline, without a `Box`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
@@ -62,6 +63,13 @@ pub(crate) struct MailboxCore {
     peak: AtomicUsize,
     /// Handler panics.
     pub(crate) panics: AtomicU64,
+    /// Failed messages waiting for their retry's backoff.
+    pub(crate) retrying: AtomicU64,
+    /// Set by shutdown when a handler outlived the deadline and its grace: the actor drops
+    /// the handler's future at its next poll and dead-letters what is left.
+    abort: AtomicBool,
+    /// The actor task's waker while a handler is pending, so `abort` can reach it.
+    waker: Mutex<Option<Waker>>,
 }
 
 impl MailboxCore {
@@ -74,6 +82,9 @@ impl MailboxCore {
             done: AtomicU64::new(0),
             peak: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            abort: AtomicBool::new(false),
+            waker: Mutex::new(None),
         }
     }
 
@@ -88,6 +99,38 @@ impl MailboxCore {
 
     pub(crate) fn pushed(&self) -> u64 {
         self.pushed.load(Ordering::Acquire)
+    }
+
+    /// Whether shutdown asked the running handler to be dropped.
+    #[inline]
+    pub(crate) fn aborting(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    /// Remembers the actor task's waker while its handler is pending.
+    pub(crate) fn park(&self, waker: &Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *slot {
+            Some(w) if w.will_wake(waker) => {}
+            other => *other = Some(waker.clone()),
+        }
+    }
+
+    /// Drops the running handler at its next poll, and wakes the task so that poll comes.
+    pub(crate) fn abort_handler(&self) {
+        self.abort.store(true, Ordering::Release);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn retrying(&self) -> u64 {
+        self.retrying.load(Ordering::SeqCst)
     }
 
     pub(crate) fn done(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! together with the actor's message enum (one variant per handler) that its mailbox holds.
 
 mod context;
+pub(crate) mod item;
 pub(crate) mod mailbox;
 pub(crate) mod supervise;
 
@@ -12,11 +13,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use context::Context;
+#[doc(hidden)]
+pub use context::HandlerOptions;
+pub use item::ReplyFuture;
+#[doc(hidden)]
+pub use item::{Ask, Delivery, MailboxItem, Reply};
 pub use mailbox::Mailbox;
 pub(crate) use supervise::run;
+pub use supervise::{ActorFailed, OnPanic, Supervision};
 
-use crate::app::routing::{Ask, TableBuilder};
-use crate::message::{Command, Envelope, Event, Metadata, Query};
+use crate::app::routing::TableBuilder;
+use crate::delivery::HandlerError;
+use crate::error::Error;
+use crate::message::{Command, Event, Metadata, Query};
 
 /// A value that owns its state and handles messages one at a time, so handlers take
 /// `&mut self` without locks. Implemented by `#[handlers]`.
@@ -36,17 +45,24 @@ pub trait Actor: Sized + Send + 'static {
     #[doc(hidden)]
     fn __routes(routes: &mut Routes<'_, Self>);
 
-    /// The name and metadata of a message in the mailbox.
+    /// The name, metadata and attempt of a message in the mailbox.
     #[doc(hidden)]
-    fn __describe(msg: &Self::Mailbox) -> (&'static str, &Metadata);
+    fn __describe(msg: &Self::Mailbox) -> (&'static str, &Metadata, u32);
 
-    /// Runs the handler for `msg`.
+    /// Takes a message out unhandled (see [`MailboxItem::reject`]).
     #[doc(hidden)]
-    fn __handle<'a>(
-        &'a mut self,
+    fn __reject(
         msg: Self::Mailbox,
-        ctx: &'a mut Context<Self>,
-    ) -> impl Future<Output = ()> + Send + 'a;
+        error: Error,
+    ) -> (&'static str, Metadata, Option<item::Payload>);
+
+    /// Runs the handler for `msg`; an event handler's error comes back for the retry policy.
+    #[doc(hidden)]
+    fn __handle(
+        &mut self,
+        msg: Self::Mailbox,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// `Some(Self::default)` when the actor is `Default`: a panicking handler restarts the
     /// actor from it unless the builder was given another factory.
@@ -101,8 +117,8 @@ impl<A: Actor> Routes<'_, A> {
     /// `A` subscribes to event `E`.
     pub fn event<E: Event>(
         &mut self,
-        wrap: fn(Arc<Envelope<E>>) -> A::Mailbox,
-        unwrap: mailbox::Unwrap<A, Arc<Envelope<E>>>,
+        wrap: fn(Delivery<E>) -> A::Mailbox,
+        unwrap: mailbox::Unwrap<A, Delivery<E>>,
     ) {
         let port = self.port(wrap, unwrap);
         self.table.event::<E>(Arc::new(port));
@@ -112,26 +128,25 @@ impl<A: Actor> Routes<'_, A> {
 /// What a `#[subscribe]` method may return: `()` or `Result<(), E>` with a displayable `E`
 /// (`anyhow::Error`, any `std::error::Error`). An `Err` sends the event to the dead letters.
 #[diagnostic::on_unimplemented(
-    message = "a `#[subscribe]` method must return `()` or `Result<(), E>` where `E: Display`, not `{Self}`",
+    message = "a `#[subscribe]` method must return `()` or `Result<(), E>` where `E: Display + Send + 'static`, not `{Self}`",
     label = "unsupported return type"
 )]
 pub trait SubscribeResult {
-    /// `Err` with the error's text when the handler failed.
-    fn into_outcome(self) -> Result<(), String>;
+    /// `Err` when the handler failed.
+    fn into_outcome(self) -> Result<(), HandlerError>;
 }
 
 impl SubscribeResult for () {
     #[inline]
-    fn into_outcome(self) -> Result<(), String> {
+    fn into_outcome(self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
 
-impl<E: std::fmt::Display> SubscribeResult for Result<(), E> {
+impl<E: std::fmt::Display + Send + 'static> SubscribeResult for Result<(), E> {
     #[inline]
-    fn into_outcome(self) -> Result<(), String> {
-        // `{:#}` shows anyhow's whole chain of causes; plain errors print as usual.
-        self.map_err(|e| format!("{e:#}"))
+    fn into_outcome(self) -> Result<(), HandlerError> {
+        self.map_err(HandlerError::new)
     }
 }
 

@@ -1,95 +1,303 @@
-//! The actor's task: receive, handle inside a span, survive panics.
+//! The actor's task: receive, skip what expired, handle inside a span, survive panics by
+//! policy, and stop cleanly, dead-lettering whatever it could not handle.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
+use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::mailbox::Inbox;
+use super::mailbox::{Inbox, MailboxCore};
 use super::{panic_text, Actor, Context};
+use crate::delivery::{HandlerError, NewDeadLetter, Reason};
+use crate::error::Error;
+use crate::message::{Event, Message};
 
 /// Makes a fresh actor after a panic.
 pub(crate) type Factory<A> = Box<dyn Fn() -> A + Send + Sync>;
 
-/// Polls `fut`, turning a panic inside it into `Err` with the payload.
-async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, Box<dyn Any + Send>> {
+/// What to do with an actor whose handler panicked. The message itself goes through its
+/// retry policy and then to the dead letters either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnPanic {
+    /// Rebuild the actor from its factory (`Default`, or the builder's closure); without one,
+    /// resume.
+    Restart,
+    /// Keep the actor's state as the handler left it.
+    Resume,
+    /// Stop the actor: publish [`ActorFailed`], dead-letter what is queued, and refuse further
+    /// messages with [`Error::Stopped`].
+    Stop,
+}
+
+/// A supervision policy: what a panic does to the actor, and how many panics in a window are
+/// tolerated before the actor is stopped (escalation).
+///
+/// ```
+/// use std::time::Duration;
+/// use eventdriven::actor::Supervision;
+///
+/// // Restart on panic, but stop after 3 restarts within 10 seconds.
+/// let policy = Supervision::restart().at_most(3, Duration::from_secs(10));
+/// # let _ = policy;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Supervision {
+    on_panic: OnPanic,
+    intensity: Option<(u32, Duration)>,
+}
+
+impl Supervision {
+    /// Restart on every panic (the default).
+    pub const fn restart() -> Self {
+        Self {
+            on_panic: OnPanic::Restart,
+            intensity: None,
+        }
+    }
+
+    /// Keep the state on every panic.
+    pub const fn resume() -> Self {
+        Self {
+            on_panic: OnPanic::Resume,
+            intensity: None,
+        }
+    }
+
+    /// Stop at the first panic.
+    pub const fn stop() -> Self {
+        Self {
+            on_panic: OnPanic::Stop,
+            intensity: None,
+        }
+    }
+
+    /// Stops the actor when more than `restarts` panics happen within `window`.
+    pub const fn at_most(mut self, restarts: u32, window: Duration) -> Self {
+        self.intensity = Some((restarts, window));
+        self
+    }
+
+    /// What a panic does.
+    pub const fn on_panic(&self) -> OnPanic {
+        self.on_panic
+    }
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self::restart()
+    }
+}
+
+/// Published when supervision stops an actor (its policy says stop, or it panicked more often
+/// than its intensity allows). From then on, sending to it fails with [`Error::Stopped`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActorFailed {
+    /// The stopped actor.
+    pub actor: &'static str,
+    /// The last panic's text.
+    pub error: String,
+    /// Panics counted in the intensity window.
+    pub panics: u32,
+}
+
+impl Message for ActorFailed {
+    const NAME: &'static str = "eventdriven.actor_failed";
+}
+
+impl Event for ActorFailed {}
+
+/// How a handler's future ended.
+enum Ran<T> {
+    Done(T),
+    Panicked(Box<dyn Any + Send>),
+    /// Dropped on shutdown's order, having outlived the deadline.
+    Aborted,
+}
+
+/// Polls a handler's future, catching a panic inside it, and dropping it if shutdown gives up
+/// on it. The fast path (a handler that completes at its first poll) costs one atomic load.
+async fn guard<F: Future>(fut: F, core: &MailboxCore) -> Ran<F::Output> {
     let mut fut = pin!(fut);
-    poll_fn(
-        move |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(payload)),
-        },
-    )
+    poll_fn(move |cx| {
+        if core.aborting() {
+            return Poll::Ready(Ran::Aborted);
+        }
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Ran::Done(out)),
+            Ok(Poll::Pending) => {
+                core.park(cx.waker());
+                // An abort between the check above and `park` would find no waker.
+                if core.aborting() {
+                    return Poll::Ready(Ran::Aborted);
+                }
+                Poll::Pending
+            }
+            Err(payload) => Poll::Ready(Ran::Panicked(payload)),
+        }
+    })
     .await
 }
 
-/// Runs an actor until its mailbox delivers `Stop`.
-///
-/// A panicking handler is caught: the message is dead-lettered (an event with its payload, a
-/// command or query by name and metadata, its sender getting [`Error::NoReply`]), and the
-/// actor is rebuilt from its factory, keeping its mailbox, so it goes on receiving. Without a
-/// factory (an actor that is not `Default`, added with `actor`), it resumes with its state as
-/// the handler left it.
-///
-/// [`Error::NoReply`]: crate::Error::NoReply
+/// How the loop ended.
+enum End {
+    /// Shutdown's `Stop` arrived after the mailboxes drained.
+    Stopped,
+    /// The shutdown deadline passed.
+    Abandoned,
+    /// Supervision stopped the actor.
+    Failed,
+}
+
+/// Runs an actor until its mailbox delivers `Stop`, the shutdown deadline passes, or
+/// supervision stops it.
 pub(crate) async fn run<A: Actor>(
     mut actor: A,
     mut inbox: Inbox<A>,
     mut ctx: Context<A>,
     factory: Option<Factory<A>>,
+    supervision: Supervision,
 ) {
-    while let Some(msg) = inbox.recv().await {
-        let (name, meta) = A::__describe(&msg);
+    let mut panics: VecDeque<Instant> = VecDeque::new();
+    let end = loop {
+        let Some(msg) = inbox.recv().await else {
+            break End::Stopped;
+        };
+        if ctx.shared.is_abandoned() {
+            reject(&ctx, msg, Reason::Shutdown).await;
+            inbox.core.mark_done();
+            break End::Abandoned;
+        }
+        let (name, meta, attempt) = A::__describe(&msg);
+        if meta.expires_at.is_some() && meta.is_expired_at(SystemTime::now()) {
+            tracing::warn!(actor = A::NAME, message_name = name, id = %meta.id, "expired before it was handled; dead-lettered");
+            reject(&ctx, msg, Reason::Expired).await;
+            inbox.core.mark_done();
+            continue;
+        }
         let span = tracing::info_span!(
             "handle",
             actor = A::NAME,
             message_name = name,
             id = %meta.id,
             correlation_id = %meta.correlation_id,
+            causation_id = meta.causation_id.map(tracing::field::display),
+            attempt,
         );
-        let outcome = catch_panic(actor.__handle(msg, &mut ctx))
+        let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core)
             .instrument(span)
-            .await;
-        if let Err(payload) = outcome {
-            let error = format!("handler panicked: {}", panic_text(&*payload));
-            inbox.core.panics.fetch_add(1, Ordering::Relaxed);
-            let restarted = match &factory {
-                Some(make) => {
-                    actor = make();
-                    true
+            .await
+        {
+            Ran::Done(outcome) => outcome,
+            Ran::Aborted => {
+                tracing::error!(actor = A::NAME, message_name = ctx.message, id = %ctx.meta.id, "handler still running after the shutdown deadline; dropped");
+                ctx.abandon_current().await;
+                inbox.core.mark_done();
+                break End::Abandoned;
+            }
+            Ran::Panicked(payload) => {
+                let error = format!("handler panicked: {}", panic_text(&*payload));
+                inbox.core.panics.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                panics.push_back(now);
+                let over_limit = supervision.intensity.is_some_and(|(max, window)| {
+                    while panics
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > window)
+                    {
+                        panics.pop_front();
+                    }
+                    panics.len() > max as usize
+                });
+                let stop = over_limit || supervision.on_panic == OnPanic::Stop;
+                let restarted =
+                    !stop && supervision.on_panic == OnPanic::Restart && factory.is_some();
+                if restarted {
+                    actor = factory
+                        .as_ref()
+                        .map_or_else(|| unreachable!("checked"), |make| make());
                 }
-                None => false,
-            };
-            tracing::error!(
-                actor = A::NAME,
-                message_name = ctx.message,
-                id = %ctx.meta.id,
-                correlation_id = %ctx.meta.correlation_id,
-                restarted,
-                "{error}"
-            );
-            let event = ctx.event.take();
-            ctx.shared
-                .dead_letters
-                .push(A::NAME, ctx.message, &ctx.meta, error, event);
-        }
+                tracing::error!(
+                    actor = A::NAME,
+                    message_name = ctx.message,
+                    id = %ctx.meta.id,
+                    correlation_id = %ctx.meta.correlation_id,
+                    restarted,
+                    stopping = stop,
+                    "{error}"
+                );
+                ctx.settle(Err(HandlerError::panic(error.clone()))).await;
+                if stop {
+                    inbox.core.mark_done();
+                    escalate(&ctx, error, panics.len() as u32).await;
+                    break End::Failed;
+                }
+                inbox.core.mark_done();
+                continue;
+            }
+        };
+        ctx.settle(outcome).await;
+        inbox.core.mark_done();
+    };
+    let reason = match end {
+        End::Stopped | End::Abandoned => Reason::Shutdown,
+        End::Failed => Reason::Stopped,
+    };
+    for msg in inbox.close() {
+        reject(&ctx, msg, reason).await;
         inbox.core.mark_done();
     }
-    for msg in inbox.close() {
-        let (name, meta) = A::__describe(&msg);
-        let meta = meta.clone();
-        tracing::error!(actor = A::NAME, message_name = name, id = %meta.id, "actor stopped before handling the message; dead-lettered");
-        ctx.shared.dead_letters.push(
-            A::NAME,
-            name,
-            &meta,
-            "actor stopped before handling it".to_owned(),
-            None,
-        );
+}
+
+/// Takes a message out unhandled: its sender (if waiting) gets the error, the message goes
+/// to the dead letters.
+async fn reject<A: Actor>(ctx: &Context<A>, msg: A::Mailbox, reason: Reason) {
+    let error = match reason {
+        Reason::Expired => Error::Expired {
+            actor: A::NAME,
+            message: A::__describe(&msg).0,
+        },
+        Reason::Shutdown => Error::ShuttingDown {
+            message: A::__describe(&msg).0,
+        },
+        _ => Error::Stopped {
+            actor: A::NAME,
+            message: A::__describe(&msg).0,
+        },
+    };
+    let text = error.to_string();
+    let (message, meta, payload) = A::__reject(msg, error);
+    ctx.shared
+        .dead_letter(NewDeadLetter {
+            actor: A::NAME,
+            message,
+            meta,
+            reason,
+            error: text,
+            first_failure: None,
+            target: payload.as_ref().map(|_| ctx.me.clone()),
+            payload,
+        })
+        .await;
+}
+
+/// Stops the actor for good: no more room is handed out, and everyone hears of it.
+async fn escalate<A: Actor>(ctx: &Context<A>, error: String, panics: u32) {
+    ctx.me.room.close();
+    tracing::error!(actor = A::NAME, panics, "supervision stopped the actor");
+    let event = ActorFailed {
+        actor: A::NAME,
+        error,
+        panics,
+    };
+    if let Err(e) = ctx.shared.publish_from_runtime(event, &ctx.me).await {
+        tracing::error!(actor = A::NAME, "could not publish ActorFailed: {e}");
     }
 }

@@ -1,28 +1,35 @@
 //! The app: a builder that wires actors into a routing table, and the handle that sends,
 //! publishes, queries and shuts down.
 
+mod builder;
 pub(crate) mod routing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::actor::mailbox::{self, MailboxCore, StopHandle};
-use crate::actor::{run, supervise, Actor, Context, Mailbox, Routes};
-use crate::delivery::DeadLetters;
+use crate::actor::mailbox::{MailboxCore, StopHandle};
+use crate::actor::ReplyFuture;
+use crate::delivery::schedule::Scheduler;
+use crate::delivery::{
+    DeadLetterThresholdExceeded, DeadLetters, NewDeadLetter, ProcessedIds, Reason, RetryPolicy,
+    Scheduled,
+};
 use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, Query};
-use routing::{RouteTable, Sender, TableBuilder};
-
-pub use routing::ReplyFuture;
+pub use builder::{ActorOptions, AppBuilder};
+use routing::{RouteTable, Sender};
 
 /// Settings shared by every actor.
 pub(crate) struct Config {
     pub(crate) send_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// For subscriptions without a policy of their own or their actor's.
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 /// What every actor's context and the app handle share.
@@ -30,16 +37,121 @@ pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
     pub(crate) config: Config,
     pub(crate) dead_letters: Arc<DeadLetters>,
+    pub(crate) processed: Arc<dyn ProcessedIds>,
+    pub(crate) scheduler: Arc<Scheduler>,
     accepting: AtomicBool,
+    /// Set when the shutdown deadline passed: actors stop handling, retries stop waiting.
+    abandon: AtomicBool,
+    abandon_notify: Notify,
     mailboxes: Vec<Arc<MailboxCore>>,
 }
 
-/// Configures and starts an [`App`]. Created by [`App::builder`].
-#[must_use = "call `.build().await` to start the app"]
-pub struct AppBuilder {
-    actors: Vec<Box<dyn Wire>>,
-    send_timeout: Duration,
-    shutdown_timeout: Duration,
+impl Shared {
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandon.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the shutdown deadline has passed.
+    pub(crate) async fn abandoned(&self) {
+        let notified = self.abandon_notify.notified();
+        if self.is_abandoned() {
+            return;
+        }
+        notified.await;
+    }
+
+    fn abandon(&self) {
+        self.abandon.store(true, Ordering::SeqCst);
+        self.abandon_notify.notify_waiters();
+    }
+
+    /// Records a dead letter, and publishes [`DeadLetterThresholdExceeded`] when its actor's
+    /// count just passed the threshold.
+    pub(crate) async fn dead_letter(&self, letter: NewDeadLetter) {
+        if let Some(crossed) = self.dead_letters.push(letter) {
+            tracing::warn!(
+                actor = crossed.actor,
+                count = crossed.count,
+                threshold = crossed.threshold,
+                "dead-letter threshold exceeded"
+            );
+            let event = DeadLetterThresholdExceeded {
+                actor: crossed.actor,
+                count: crossed.count,
+                threshold: crossed.threshold,
+            };
+            // Without waiting: an alert must not block the actor whose message just failed.
+            if let Err(e) = self
+                .routes
+                .try_publish(Envelope::new(event), Sender::OUTSIDE)
+            {
+                tracing::error!("could not publish DeadLetterThresholdExceeded: {}", e.error);
+            }
+        }
+    }
+
+    /// Publishes an event of the runtime's own (`ActorFailed`) on behalf of actor `me`.
+    pub(crate) async fn publish_from_runtime<E: Event>(
+        &self,
+        event: E,
+        me: &Arc<MailboxCore>,
+    ) -> Result<()> {
+        let from = Sender {
+            me: Some(me),
+            timeout: Some(self.config.send_timeout),
+        };
+        self.routes.publish(Envelope::new(event), from).await
+    }
+
+    pub(crate) fn schedule_publish<E: Event>(
+        self: &Arc<Self>,
+        env: Envelope<E>,
+        at: Instant,
+    ) -> Scheduled {
+        let shared = self.clone();
+        let meta = env.meta.clone();
+        self.scheduler.schedule(E::NAME, meta, at, async move {
+            let meta = env.meta.clone();
+            if let Err(e) = shared.routes.publish(env, Sender::OUTSIDE).await {
+                shared.unsent(E::NAME, meta, e).await;
+            }
+        })
+    }
+
+    pub(crate) fn schedule_tell<C: Command>(
+        self: &Arc<Self>,
+        env: Envelope<C>,
+        at: Instant,
+    ) -> Scheduled {
+        let shared = self.clone();
+        let meta = env.meta.clone();
+        self.scheduler.schedule(C::NAME, meta, at, async move {
+            let meta = env.meta.clone();
+            let sent = match shared.routes.command::<C>() {
+                Ok(route) => shared.routes.tell(route, env, Sender::OUTSIDE).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                shared.unsent(C::NAME, meta, e).await;
+            }
+        })
+    }
+
+    /// A scheduled message that came due but could not be delivered.
+    async fn unsent(&self, message: &'static str, meta: crate::message::Metadata, error: Error) {
+        tracing::error!(message_name = message, id = %meta.id, "scheduled message not delivered: {error}");
+        self.dead_letter(NewDeadLetter {
+            actor: "scheduler",
+            message,
+            meta,
+            reason: Reason::Stopped,
+            error: error.to_string(),
+            first_failure: None,
+            payload: None,
+            target: None,
+        })
+        .await;
+    }
 }
 
 /// A running app: the actors' tasks and the routing table between them.
@@ -121,17 +233,15 @@ pub struct Stats {
     pub actors: Vec<ActorStats>,
     /// Dead letters so far.
     pub dead_letters: usize,
+    /// Scheduled messages not yet due.
+    pub scheduled: usize,
 }
 
 impl App {
     /// A builder with default settings: send timeout 30 s inside handlers, shutdown deadline
     /// 30 s.
     pub fn builder() -> AppBuilder {
-        AppBuilder {
-            actors: Vec::new(),
-            send_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(30),
-        }
+        AppBuilder::new()
     }
 
     fn shared(&self) -> &Shared {
@@ -140,10 +250,15 @@ impl App {
 
     #[inline]
     fn accept<M: Message>(&self) -> Result<()> {
+        self.accept_name(M::NAME)
+    }
+
+    #[inline]
+    fn accept_name(&self, message: &'static str) -> Result<()> {
         if self.shared().accepting.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            Err(Error::ShuttingDown { message: M::NAME })
+            Err(Error::ShuttingDown { message })
         }
     }
 
@@ -303,6 +418,7 @@ impl App {
                 })
                 .collect(),
             dead_letters: self.dead_letters().len(),
+            scheduled: self.shared().scheduler.len(),
         }
     }
 
@@ -315,33 +431,154 @@ impl App {
     }
 
     /// [`shutdown`](Self::shutdown) with its own deadline.
+    ///
+    /// If the deadline passes, every actor stops after its current handler and everything
+    /// not handled (queued messages, pending retries) goes to the dead letters with reason
+    /// [`Reason::Shutdown`]; the error says how many. Scheduled messages not yet due are
+    /// dead-lettered too: they would not survive the process.
     pub async fn shutdown_within(&self, deadline: Duration) -> Result<()> {
         let shared = self.shared();
         shared.accepting.store(false, Ordering::SeqCst);
         let until = Instant::now() + deadline;
+        let mut drained = true;
         while !self.quiescent() {
             if Instant::now() >= until {
-                let unhandled = self.unhandled();
-                for task in self.take_tasks() {
-                    task.abort();
-                }
-                return Err(Error::ShutdownTimeout {
-                    deadline,
-                    unhandled,
-                });
+                drained = false;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let unhandled = if drained { 0 } else { self.unhandled() };
+        if !drained {
+            tracing::error!(
+                unhandled,
+                ?deadline,
+                "shutdown deadline passed; dead-lettering what is left"
+            );
+            shared.abandon();
+        }
+        for unsent in shared.scheduler.drain() {
+            shared
+                .dead_letter(NewDeadLetter {
+                    actor: "scheduler",
+                    message: unsent.message,
+                    meta: unsent.meta,
+                    reason: Reason::Shutdown,
+                    error: "not yet due at shutdown".to_owned(),
+                    first_failure: None,
+                    payload: None,
+                    target: None,
+                })
+                .await;
         }
         for stop in &self.inner.stops {
             stop();
         }
-        for task in self.take_tasks() {
-            // A task ends once it reads `Stop`, which now sits behind nothing.
-            if let Err(e) = task.await {
-                tracing::error!("actor task failed: {e}");
+        // A task ends once it reads `Stop` (or, abandoned, after its current handler). A
+        // handler still awaiting something after a grace period is dropped at its next poll,
+        // and its actor dead-letters what is left; only a handler that blocks its thread
+        // without ever yielding cannot be reached, and its task is aborted.
+        let grace = deadline.clamp(Duration::from_millis(10), Duration::from_secs(5));
+        for (mut task, core) in self.take_tasks().into_iter().zip(&shared.mailboxes) {
+            if tokio::time::timeout(grace, &mut task).await.is_ok() {
+                continue;
+            }
+            core.abort_handler();
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+                tracing::error!(
+                    actor = core.actor,
+                    lost = core.pushed() - core.done(),
+                    "actor blocked its thread {grace:?} past the shutdown deadline; aborted with its queued messages"
+                );
             }
         }
-        Ok(())
+        if drained {
+            Ok(())
+        } else {
+            Err(Error::ShutdownTimeout {
+                deadline,
+                unhandled,
+            })
+        }
+    }
+
+    /// Delivers a dead letter again, to the actor that could not handle it, waiting for room
+    /// in its mailbox. It leaves the dead-letter queue, so it is delivered once even if two
+    /// callers retry it at the same time; if it cannot be delivered it goes back.
+    pub async fn retry_dead_letter(&self, seq: u64) -> Result<()> {
+        let shared = self.shared();
+        let letter = shared
+            .dead_letters
+            .take(seq)
+            .ok_or(Error::NoDeadLetter { seq })?;
+        let (Some(payload), Some(target)) = (letter.payload.clone(), letter.target.clone()) else {
+            let message = letter.message;
+            shared.dead_letters.restore(letter);
+            return Err(Error::NotRetryable { seq, message });
+        };
+        if let Err(e) = self.accept_name(letter.message) {
+            shared.dead_letters.restore(letter);
+            return Err(e);
+        }
+        match target.room.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                let message = letter.message;
+                shared.dead_letters.restore(letter);
+                return Err(Error::Stopped {
+                    actor: target.actor,
+                    message,
+                });
+            }
+        }
+        match (payload.redeliver)(&shared.routes, &target, payload.value, 1, true) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                target.room.add_permits(1);
+                shared.dead_letters.restore(letter);
+                Err(e)
+            }
+        }
+    }
+
+    /// Retries every retryable dead letter of one actor, oldest first; returns how many were
+    /// delivered. Stops at the first that cannot be delivered.
+    pub async fn retry_dead_letters(&self, actor: &str) -> Result<usize> {
+        let mut delivered = 0;
+        for seq in self.shared().dead_letters.retryable_for(actor) {
+            match self.retry_dead_letter(seq).await {
+                Ok(()) => delivered += 1,
+                // Taken by a concurrent retry: not ours to count.
+                Err(Error::NoDeadLetter { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Publishes `event` after `delay`; cancel it with the returned handle. Runs on tokio's
+    /// clock, so `tokio::time::pause()` makes tests run in virtual time.
+    pub fn publish_after<E: Event>(&self, event: E, delay: Duration) -> Result<Scheduled> {
+        self.publish_at(event, Instant::now() + delay)
+    }
+
+    /// Publishes `event` at `at` (tokio's clock).
+    pub fn publish_at<E: Event>(&self, event: E, at: Instant) -> Result<Scheduled> {
+        self.accept::<E>()?;
+        Ok(self.inner.shared.schedule_publish(Envelope::new(event), at))
+    }
+
+    /// Sends `command` (without waiting for its reply) after `delay`.
+    pub fn tell_after<C: Command>(&self, command: C, delay: Duration) -> Result<Scheduled> {
+        self.tell_at(command, Instant::now() + delay)
+    }
+
+    /// Sends `command` (without waiting for its reply) at `at` (tokio's clock).
+    pub fn tell_at<C: Command>(&self, command: C, at: Instant) -> Result<Scheduled> {
+        self.accept::<C>()?;
+        self.shared().routes.command::<C>()?;
+        Ok(self.inner.shared.schedule_tell(Envelope::new(command), at))
     }
 
     fn take_tasks(&self) -> Vec<JoinHandle<()>> {
@@ -358,7 +595,7 @@ impl App {
         self.shared()
             .mailboxes
             .iter()
-            .map(|core| core.pushed() - core.done())
+            .map(|core| core.pushed() - core.done() + core.retrying())
             .sum()
     }
 
@@ -370,7 +607,7 @@ impl App {
             let mut pushed = 0u64;
             for core in &self.shared().mailboxes {
                 let p = core.pushed();
-                if core.done() != p {
+                if core.done() != p || core.retrying() != 0 {
                     return None;
                 }
                 pushed += p;
@@ -378,166 +615,5 @@ impl App {
             Some(pushed)
         };
         matches!((scan(), scan()), (Some(a), Some(b)) if a == b)
-    }
-}
-
-impl AppBuilder {
-    /// Adds an actor with the default mailbox ([`Mailbox::DEFAULT_CAPACITY`]). If a handler
-    /// panics, the actor restarts from `Default` when it implements it, and otherwise keeps
-    /// its state (use [`actor_factory`](Self::actor_factory) to give a way to rebuild it).
-    pub fn actor<A: Actor>(self, actor: A) -> Self {
-        self.actor_with(actor, Mailbox::default())
-    }
-
-    /// Adds an actor with a mailbox of its own size.
-    pub fn actor_with<A: Actor>(mut self, actor: A, mailbox: Mailbox) -> Self {
-        let factory = A::__default_factory().map(|f| Box::new(f) as supervise::Factory<A>);
-        self.actors.push(Box::new(Spec {
-            actor,
-            factory,
-            mailbox,
-        }));
-        self
-    }
-
-    /// Adds an actor built by `factory`, which also rebuilds it after a panic.
-    pub fn actor_factory<A, F>(self, factory: F) -> Self
-    where
-        A: Actor,
-        F: Fn() -> A + Send + Sync + 'static,
-    {
-        self.actor_factory_with(factory, Mailbox::default())
-    }
-
-    /// [`actor_factory`](Self::actor_factory) with a mailbox of its own size.
-    pub fn actor_factory_with<A, F>(mut self, factory: F, mailbox: Mailbox) -> Self
-    where
-        A: Actor,
-        F: Fn() -> A + Send + Sync + 'static,
-    {
-        self.actors.push(Box::new(Spec {
-            actor: factory(),
-            factory: Some(Box::new(factory)),
-            mailbox,
-        }));
-        self
-    }
-
-    /// Adds a free `#[subscribe] fn` (a stateless subscriber).
-    pub fn subscriber<A: Actor>(self, subscriber: A) -> Self {
-        self.actor(subscriber)
-    }
-
-    /// How long a send from inside a handler waits for mailbox room and reply before
-    /// [`Error::Timeout`]. This is what ends a cycle of actors with full mailboxes.
-    pub fn send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
-        self
-    }
-
-    /// How long [`App::shutdown`] waits for the mailboxes to drain.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Builds the routing table, checks it, and starts every actor's task.
-    ///
-    /// Fails if a command or query has two handlers ([`Error::DuplicateHandler`]) or a mailbox
-    /// has no room ([`Error::Config`]); with several problems, the first is returned and all
-    /// are logged.
-    pub async fn build(self) -> Result<App> {
-        let mut table = TableBuilder::default();
-        let mut ready = Vec::with_capacity(self.actors.len());
-        let mut stops = Vec::with_capacity(self.actors.len());
-        let mut mailboxes = Vec::with_capacity(self.actors.len());
-        for actor in self.actors {
-            match actor.wire(&mut table) {
-                Ok(wired) => {
-                    stops.push(wired.stop);
-                    mailboxes.push(wired.core);
-                    ready.push(wired.launch);
-                }
-                Err(e) => table.errors.push(e),
-            }
-        }
-        if !table.errors.is_empty() {
-            for e in &table.errors {
-                tracing::error!("{e}");
-            }
-            return Err(table.errors.swap_remove(0));
-        }
-        let dead_letters = table.table.dead_letters.clone();
-        let shared = Arc::new(Shared {
-            routes: table.table,
-            config: Config {
-                send_timeout: self.send_timeout,
-                shutdown_timeout: self.shutdown_timeout,
-            },
-            dead_letters,
-            accepting: AtomicBool::new(true),
-            mailboxes,
-        });
-        let tasks = ready.into_iter().map(|launch| launch(&shared)).collect();
-        Ok(App {
-            inner: Arc::new(AppInner {
-                shared,
-                stops,
-                tasks: Mutex::new(tasks),
-            }),
-        })
-    }
-}
-
-/// An actor as given to the builder.
-struct Spec<A: Actor> {
-    actor: A,
-    factory: Option<supervise::Factory<A>>,
-    mailbox: Mailbox,
-}
-
-/// Starts a wired actor's task once the shared state exists.
-type Launch = Box<dyn FnOnce(&Arc<Shared>) -> JoinHandle<()> + Send>;
-
-/// An actor wired into the table, ready to start.
-struct Wired {
-    core: Arc<MailboxCore>,
-    stop: StopHandle,
-    launch: Launch,
-}
-
-/// Type-erases [`Spec`] so the builder can hold actors of different types.
-trait Wire: Send {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Wired>;
-}
-
-impl<A: Actor> Wire for Spec<A> {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Wired> {
-        let Spec {
-            actor,
-            factory,
-            mailbox,
-        } = *self;
-        if mailbox.capacity() == 0 {
-            return Err(Error::Config(format!(
-                "the mailbox of `{}` has capacity 0: use Mailbox::bounded(n) with n >= 1",
-                A::NAME
-            )));
-        }
-        let (core, tx, inbox) = mailbox::mailbox::<A>(mailbox.capacity());
-        A::__routes(&mut Routes {
-            table,
-            core: core.clone(),
-            tx: tx.clone(),
-        });
-        let launch_core = core.clone();
-        Ok(Wired {
-            core,
-            stop: mailbox::stop_handle::<A>(tx),
-            launch: Box::new(move |shared: &Arc<Shared>| {
-                let ctx = Context::new(shared.clone(), launch_core);
-                tokio::spawn(run(actor, inbox, ctx, factory))
-            }),
-        })
     }
 }

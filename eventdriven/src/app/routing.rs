@@ -3,74 +3,19 @@
 use std::any::{Any, TypeId};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, TryAcquireError};
 use tokio::time::Instant;
 
+use crate::actor::item::{redeliver_event, Payload};
+pub(crate) use crate::actor::item::{Ask, Delivery, Reply, ReplyFuture};
 use crate::actor::mailbox::{Deliver, MailboxCore};
-use crate::delivery::DeadLetters;
+use crate::delivery::{DeadLetters, NewDeadLetter, Reason};
 use crate::error::{Error, Result, TrySendError};
-use crate::message::{Command, Envelope, Event, Message, Metadata, Query};
-
-/// A command or query in a mailbox, with where its reply goes. Used by generated code.
-#[doc(hidden)]
-pub struct Ask<M, R> {
-    pub(crate) env: Envelope<M>,
-    pub(crate) reply: Reply<R>,
-}
-
-impl<M, R> Ask<M, R> {
-    /// The request's metadata.
-    #[doc(hidden)]
-    pub fn __meta(&self) -> &Metadata {
-        &self.env.meta
-    }
-}
-
-/// Where a handler's return value goes. Used by generated code.
-#[doc(hidden)]
-pub enum Reply<R> {
-    /// Sent with `tell`: nobody waits.
-    Ignore,
-    /// Sent with `send`/`query`: the caller waits on the other end.
-    To(oneshot::Sender<R>),
-}
-
-impl<R> Reply<R> {
-    /// Hands the handler's return value to whoever waits for it.
-    #[inline]
-    pub fn send(self, value: R) {
-        if let Reply::To(tx) = self {
-            // The caller may have given up (timeout, dropped future); that is its choice.
-            let _ = tx.send(value);
-        }
-    }
-}
-
-/// The reply to a command or query accepted by `try_send`/`try_query`.
-#[must_use = "the reply arrives only if the future is awaited"]
-pub struct ReplyFuture<R> {
-    rx: oneshot::Receiver<R>,
-    actor: &'static str,
-    message: &'static str,
-}
-
-impl<R> Future for ReplyFuture<R> {
-    type Output = Result<R>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let (actor, message) = (self.actor, self.message);
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map_err(|_| Error::NoReply { actor, message })
-    }
-}
+use crate::message::{Command, Envelope, Event, Message, Query};
 
 /// Who sends: the actor whose handler sends (to recognise messages to itself), and how long
 /// it may wait.
@@ -93,7 +38,7 @@ impl Sender<'_> {
 
 pub(crate) type Recipient<M> = Arc<dyn Deliver<M>>;
 type AskRecipient<M, R> = Recipient<Ask<M, R>>;
-type Subscribers<E> = Vec<Recipient<Arc<Envelope<E>>>>;
+type Subscribers<E> = Vec<Recipient<Delivery<E>>>;
 
 /// `TypeId` is already a hash; hashing it again with SipHash costs more than the lookup.
 #[derive(Default)]
@@ -179,7 +124,7 @@ impl TableBuilder {
         Self::single(&mut self.table.queries, &mut self.errors, actor, recipient);
     }
 
-    pub(crate) fn event<E: Event>(&mut self, recipient: Recipient<Arc<Envelope<E>>>) {
+    pub(crate) fn event<E: Event>(&mut self, recipient: Recipient<Delivery<E>>) {
         self.table
             .events
             .entry(TypeId::of::<E>())
@@ -214,8 +159,25 @@ impl RouteTable {
         Self::single::<Q, Q::Reply>(&self.queries)
     }
 
+    /// The handler of `M` (a command or a query) as a recipient of `Ask<M, R>`.
+    pub(crate) fn ask_port<M: Message, R: 'static>(&self) -> Option<&AskRecipient<M, R>> {
+        Self::single::<M, R>(&self.commands)
+            .or_else(|_| Self::single::<M, R>(&self.queries))
+            .ok()
+    }
+
+    /// The port through which `to` receives events of type `E`.
+    pub(crate) fn subscriber_port<E: Event>(
+        &self,
+        to: &Arc<MailboxCore>,
+    ) -> Option<&Recipient<Delivery<E>>> {
+        self.subscribers::<E>()
+            .iter()
+            .find(|sub| Arc::ptr_eq(sub.core(), to))
+    }
+
     #[inline]
-    fn subscribers<E: Event>(&self) -> &[Recipient<Arc<Envelope<E>>>] {
+    pub(crate) fn subscribers<E: Event>(&self) -> &[Recipient<Delivery<E>>] {
         self.events
             .get(&TypeId::of::<E>())
             .map(|subs| {
@@ -487,13 +449,13 @@ fn try_deliver_one<M>(
 /// event was delivered. Makes fan-out all-or-nothing, also when the publishing future is
 /// cancelled or times out half-way.
 struct Reservation<'a, E> {
-    subs: &'a [Recipient<Arc<Envelope<E>>>],
+    subs: &'a [Recipient<Delivery<E>>],
     from: Sender<'a>,
     count: usize,
 }
 
 impl<'a, E: Event> Reservation<'a, E> {
-    fn new(subs: &'a [Recipient<Arc<Envelope<E>>>], from: Sender<'a>) -> Self {
+    fn new(subs: &'a [Recipient<Delivery<E>>], from: Sender<'a>) -> Self {
         Self {
             subs,
             from,
@@ -507,7 +469,13 @@ impl<'a, E: Event> Reservation<'a, E> {
         self.count = 0;
         let shared = Arc::new(env);
         for sub in self.subs {
-            if let Err(event) = sub.push(shared.clone(), !self.from.is_me(sub.core())) {
+            let delivery = Delivery {
+                env: shared.clone(),
+                attempt: 1,
+            };
+            if let Err(Delivery { env: event, .. }) =
+                sub.push(delivery, !self.from.is_me(sub.core()))
+            {
                 // Only an actor that stopped between our reservation and the push refuses;
                 // the others still get the event, and this one's copy is not lost.
                 let actor = sub.core().actor;
@@ -516,14 +484,19 @@ impl<'a, E: Event> Reservation<'a, E> {
                     message_name = E::NAME,
                     "subscriber stopped during publish; dead-lettered"
                 );
-                let meta = event.meta.clone();
-                dead_letters.push(
+                dead_letters.push(NewDeadLetter {
                     actor,
-                    E::NAME,
-                    &meta,
-                    "subscriber stopped".to_owned(),
-                    Some(event as Arc<dyn Any + Send + Sync>),
-                );
+                    message: E::NAME,
+                    meta: event.meta.clone(),
+                    reason: Reason::Stopped,
+                    error: "subscriber stopped during publish".to_owned(),
+                    first_failure: None,
+                    payload: Some(Payload {
+                        value: event,
+                        redeliver: redeliver_event::<E>,
+                    }),
+                    target: Some(sub.core().clone()),
+                });
             }
         }
     }

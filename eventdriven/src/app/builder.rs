@@ -1,0 +1,301 @@
+//! [`AppBuilder`]: actors and their options in, a running [`App`] out.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::routing::TableBuilder;
+use super::{App, AppInner, Config, Shared};
+use crate::actor::mailbox::{self, MailboxCore, StopHandle};
+use crate::actor::supervise::Factory;
+use crate::actor::{run, Actor, Context, Mailbox, Routes, Supervision};
+use crate::delivery::schedule::Scheduler;
+use crate::delivery::{
+    DeadLetters, IdempotencyWindow, MemoryProcessedIds, ProcessedIds, RetryPolicy,
+};
+use crate::error::{Error, Result};
+
+/// How one actor runs: its mailbox, its supervision, its default retry policy.
+///
+/// A [`Mailbox`] converts into options, so `.actor_with(a, Mailbox::bounded(64))` works.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventdriven::{ActorOptions, Mailbox};
+/// use eventdriven::actor::Supervision;
+/// use eventdriven::delivery::RetryPolicy;
+///
+/// let options = ActorOptions::new()
+///     .mailbox(Mailbox::bounded(64))
+///     .supervision(Supervision::restart().at_most(5, Duration::from_secs(60)))
+///     .retry(RetryPolicy::retries(3));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ActorOptions {
+    mailbox: Mailbox,
+    supervision: Supervision,
+    retry: Option<RetryPolicy>,
+}
+
+impl ActorOptions {
+    /// The default mailbox, restart on panic, the app's retry policy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the mailbox.
+    pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Sets the supervision policy.
+    pub fn supervision(mut self, supervision: Supervision) -> Self {
+        self.supervision = supervision;
+        self
+    }
+
+    /// Sets the retry policy of this actor's subscriptions that have none of their own.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+}
+
+impl From<Mailbox> for ActorOptions {
+    fn from(mailbox: Mailbox) -> Self {
+        Self::new().mailbox(mailbox)
+    }
+}
+
+/// Configures and starts an [`App`]. Created by [`App::builder`].
+#[must_use = "call `.build().await` to start the app"]
+pub struct AppBuilder {
+    actors: Vec<Box<dyn Wire>>,
+    send_timeout: Duration,
+    shutdown_timeout: Duration,
+    retry: Option<RetryPolicy>,
+    dead_letter_threshold: Option<usize>,
+    processed: Option<Arc<dyn ProcessedIds>>,
+}
+
+impl AppBuilder {
+    pub(super) fn new() -> Self {
+        Self {
+            actors: Vec::new(),
+            send_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            retry: None,
+            dead_letter_threshold: None,
+            processed: None,
+        }
+    }
+
+    /// Adds an actor with the default options (mailbox of [`Mailbox::DEFAULT_CAPACITY`]).
+    /// If a handler panics, the actor restarts from `Default` when it implements it, and
+    /// otherwise keeps its state (use [`actor_factory`](Self::actor_factory) to give a way to
+    /// rebuild it).
+    pub fn actor<A: Actor>(self, actor: A) -> Self {
+        self.actor_with(actor, ActorOptions::new())
+    }
+
+    /// Adds an actor with a mailbox of its own size, or other [`ActorOptions`].
+    pub fn actor_with<A: Actor>(mut self, actor: A, options: impl Into<ActorOptions>) -> Self {
+        let factory = A::__default_factory().map(|f| Box::new(f) as Factory<A>);
+        self.actors.push(Box::new(Spec {
+            actor,
+            factory,
+            options: options.into(),
+        }));
+        self
+    }
+
+    /// Adds an actor built by `factory`, which also rebuilds it after a panic.
+    pub fn actor_factory<A, F>(self, factory: F) -> Self
+    where
+        A: Actor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.actor_factory_with(factory, ActorOptions::new())
+    }
+
+    /// [`actor_factory`](Self::actor_factory) with options.
+    pub fn actor_factory_with<A, F>(mut self, factory: F, options: impl Into<ActorOptions>) -> Self
+    where
+        A: Actor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.actors.push(Box::new(Spec {
+            actor: factory(),
+            factory: Some(Box::new(factory)),
+            options: options.into(),
+        }));
+        self
+    }
+
+    /// Adds a free `#[subscribe] fn` (a stateless subscriber).
+    pub fn subscriber<A: Actor>(self, subscriber: A) -> Self {
+        self.actor(subscriber)
+    }
+
+    /// [`subscriber`](Self::subscriber) with options (a retry policy, say).
+    pub fn subscriber_with<A: Actor>(
+        self,
+        subscriber: A,
+        options: impl Into<ActorOptions>,
+    ) -> Self {
+        self.actor_with(subscriber, options)
+    }
+
+    /// How long a send from inside a handler waits for mailbox room and reply before
+    /// [`Error::Timeout`]. This is what ends a cycle of actors with full mailboxes.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// How long [`App::shutdown`] waits for the mailboxes to drain.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The retry policy of every subscription without one of its own or of its actor's.
+    /// Without it, a failed event is dead-lettered at once.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Publishes `DeadLetterThresholdExceeded` when an actor's dead-letter count passes
+    /// `threshold`.
+    pub fn dead_letter_threshold(mut self, threshold: usize) -> Self {
+        self.dead_letter_threshold = Some(threshold);
+        self
+    }
+
+    /// The window of processed ids idempotent subscribers remember (in memory).
+    pub fn idempotency_window(self, window: IdempotencyWindow) -> Self {
+        self.processed_ids(MemoryProcessedIds::new(window))
+    }
+
+    /// Where idempotent subscribers keep processed ids.
+    pub fn processed_ids(mut self, store: impl ProcessedIds) -> Self {
+        self.processed = Some(Arc::new(store));
+        self
+    }
+
+    /// Builds the routing table, checks it, and starts every actor's task.
+    ///
+    /// Fails if a command or query has two handlers ([`Error::DuplicateHandler`]) or a mailbox
+    /// has no room ([`Error::Config`]); with several problems, the first is returned and all
+    /// are logged.
+    pub async fn build(self) -> Result<App> {
+        let mut table = TableBuilder::default();
+        table.table.dead_letters =
+            Arc::new(DeadLetters::with_threshold(self.dead_letter_threshold));
+        let mut ready = Vec::with_capacity(self.actors.len());
+        let mut stops = Vec::with_capacity(self.actors.len());
+        let mut mailboxes = Vec::with_capacity(self.actors.len());
+        for actor in self.actors {
+            match actor.wire(&mut table) {
+                Ok(wired) => {
+                    stops.push(wired.stop);
+                    mailboxes.push(wired.core);
+                    ready.push(wired.launch);
+                }
+                Err(e) => table.errors.push(e),
+            }
+        }
+        if !table.errors.is_empty() {
+            for e in &table.errors {
+                tracing::error!("{e}");
+            }
+            return Err(table.errors.swap_remove(0));
+        }
+        let dead_letters = table.table.dead_letters.clone();
+        let shared = Arc::new(Shared {
+            routes: table.table,
+            config: Config {
+                send_timeout: self.send_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+                retry: self.retry,
+            },
+            dead_letters,
+            processed: self
+                .processed
+                .unwrap_or_else(|| Arc::new(MemoryProcessedIds::new(IdempotencyWindow::default()))),
+            scheduler: Arc::new(Scheduler::default()),
+            accepting: AtomicBool::new(true),
+            abandon: AtomicBool::new(false),
+            abandon_notify: Notify::new(),
+            mailboxes,
+        });
+        let tasks = ready.into_iter().map(|launch| launch(&shared)).collect();
+        Ok(App {
+            inner: Arc::new(AppInner {
+                shared,
+                stops,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+}
+
+/// An actor as given to the builder.
+struct Spec<A: Actor> {
+    actor: A,
+    factory: Option<Factory<A>>,
+    options: ActorOptions,
+}
+
+/// Starts a wired actor's task once the shared state exists.
+type Launch = Box<dyn FnOnce(&Arc<Shared>) -> JoinHandle<()> + Send>;
+
+/// An actor wired into the table, ready to start.
+struct Wired {
+    core: Arc<MailboxCore>,
+    stop: StopHandle,
+    launch: Launch,
+}
+
+/// Type-erases [`Spec`] so the builder can hold actors of different types.
+trait Wire: Send {
+    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Wired>;
+}
+
+impl<A: Actor> Wire for Spec<A> {
+    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Wired> {
+        let Spec {
+            actor,
+            factory,
+            options,
+        } = *self;
+        let capacity = options.mailbox.capacity();
+        if capacity == 0 {
+            return Err(Error::Config(format!(
+                "the mailbox of `{}` has capacity 0: use Mailbox::bounded(n) with n >= 1",
+                A::NAME
+            )));
+        }
+        let (core, tx, inbox) = mailbox::mailbox::<A>(capacity);
+        A::__routes(&mut Routes {
+            table,
+            core: core.clone(),
+            tx: tx.clone(),
+        });
+        let launch_core = core.clone();
+        Ok(Wired {
+            core,
+            stop: mailbox::stop_handle::<A>(tx),
+            launch: Box::new(move |shared: &Arc<Shared>| {
+                let ctx = Context::new(shared.clone(), launch_core, options.retry);
+                tokio::spawn(run(actor, inbox, ctx, factory, options.supervision))
+            }),
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! Delivery machinery: retry policies with backoff, the dead-letter queue, idempotent
+//! consumers and scheduled messages.
+
+mod dead_letter;
+pub(crate) mod idempotency;
+mod retry;
+pub(crate) mod schedule;
+
+pub(crate) use dead_letter::NewDeadLetter;
+pub use dead_letter::{DeadLetter, DeadLetterThresholdExceeded, DeadLetters, Filter, Reason};
+pub use idempotency::{IdempotencyWindow, MemoryProcessedIds, ProcessedIds};
+pub use retry::{parse_duration, Backoff, HandlerError, RetryPolicy};
+pub use schedule::Scheduled;

@@ -1,0 +1,631 @@
+//! Delivery: retries with backoff (in virtual time), the dead-letter queue and its API,
+//! supervision policies with escalation, message expiry, scheduled messages, and shutdown
+//! deadlines that dead-letter instead of dropping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventdriven::actor::{ActorFailed, Supervision};
+use eventdriven::delivery::{Backoff, DeadLetterThresholdExceeded, Filter, Reason, RetryPolicy};
+use eventdriven::prelude::*;
+use eventdriven::{ActorOptions, Error};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+const MS: Duration = Duration::from_millis(1);
+
+#[derive(Event, Clone, Debug, PartialEq)]
+struct Job {
+    id: u32,
+    /// How many attempts fail before one succeeds.
+    failures: u32,
+}
+
+type Log = Arc<Mutex<Vec<(u32, u32, Instant)>>>;
+
+/// Fails each job's first `failures` attempts; logs (job, attempt, time) of every attempt.
+struct Worker {
+    log: Log,
+}
+
+#[handlers]
+impl Worker {
+    #[subscribe]
+    fn on_job(&mut self, job: &Job, ctx: &mut Context<Self>) -> Result<(), String> {
+        let attempt = ctx.metadata().attempt;
+        self.log
+            .lock()
+            .unwrap()
+            .push((job.id, attempt, Instant::now()));
+        if attempt <= job.failures {
+            return Err(format!("job {} failed on attempt {attempt}", job.id));
+        }
+        Ok(())
+    }
+}
+
+fn exact_backoff() -> RetryPolicy {
+    RetryPolicy::retries(3).backoff(Backoff::exponential(100 * MS, 10_000 * MS).without_jitter())
+}
+
+async fn worker_app(log: &Log, retry: RetryPolicy) -> App {
+    App::builder()
+        .actor_with(
+            Worker { log: log.clone() },
+            ActorOptions::new().retry(retry),
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn until(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !cond() {
+            tokio::time::sleep(MS).await;
+        }
+    })
+    .await
+    .expect("condition reached in time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_follow_the_backoff_schedule_in_virtual_time() {
+    let log = Log::default();
+    let app = worker_app(&log, exact_backoff()).await;
+    let start = Instant::now();
+    app.publish(Job { id: 1, failures: 2 }).await.unwrap();
+    until(|| log.lock().unwrap().len() == 3).await;
+    let log = log.lock().unwrap().clone();
+    let attempts: Vec<_> = log.iter().map(|(_, attempt, _)| *attempt).collect();
+    assert_eq!(
+        attempts,
+        [1, 2, 3],
+        "ctx.metadata().attempt counts attempts"
+    );
+    let offsets: Vec<_> = log
+        .iter()
+        .map(|(_, _, at)| at.duration_since(start))
+        .collect();
+    assert_eq!(
+        offsets,
+        [Duration::ZERO, 100 * MS, 300 * MS],
+        "100 ms, then 200 ms"
+    );
+    app.shutdown().await.unwrap();
+    assert!(app.dead_letters().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn jittered_delays_stay_within_half_and_the_full_nominal_delay() {
+    let log = Log::default();
+    let policy = RetryPolicy::retries(4).backoff(Backoff::exponential(100 * MS, 10_000 * MS));
+    let app = worker_app(&log, policy).await;
+    app.publish(Job { id: 1, failures: 4 }).await.unwrap();
+    until(|| log.lock().unwrap().len() == 5).await;
+    let log = log.lock().unwrap().clone();
+    for (n, pair) in log.windows(2).enumerate() {
+        let gap = pair[1].2.duration_since(pair[0].2);
+        let nominal = 100 * MS * (1 << n);
+        assert!(
+            gap >= nominal / 2 && gap <= nominal + MS,
+            "retry {}: {gap:?} vs {nominal:?}",
+            n + 1
+        );
+    }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_waiting_for_its_retry_does_not_block_later_ones() {
+    let log = Log::default();
+    let app = worker_app(&log, exact_backoff()).await;
+    app.publish(Job { id: 1, failures: 1 }).await.unwrap();
+    app.publish(Job { id: 2, failures: 0 }).await.unwrap();
+    until(|| log.lock().unwrap().len() == 3).await;
+    let order: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, attempt, _)| (*id, *attempt))
+        .collect();
+    assert_eq!(order, [(1, 1), (2, 1), (1, 2)]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_and_permanent_failures_are_dead_lettered_with_their_history() {
+    let log = Log::default();
+    let policy = exact_backoff().retry_if(|e| !e.message().contains("job 2"));
+    let app = worker_app(&log, policy).await;
+    let start = std::time::SystemTime::now();
+    app.publish(Job {
+        id: 1,
+        failures: 10,
+    })
+    .await
+    .unwrap();
+    app.publish(Job {
+        id: 2,
+        failures: 10,
+    })
+    .await
+    .unwrap();
+    until(|| app.dead_letters().len() == 2).await;
+
+    let letters = app.dead_letters().list();
+    let permanent = letters
+        .iter()
+        .find(|dl| dl.event::<Job>().unwrap().id == 2)
+        .unwrap();
+    assert_eq!(permanent.attempts, 1, "a permanent error skips the retries");
+    let exhausted = letters
+        .iter()
+        .find(|dl| dl.event::<Job>().unwrap().id == 1)
+        .unwrap();
+    assert_eq!(exhausted.attempts, 4, "the first attempt and three retries");
+    assert_eq!(exhausted.reason, Reason::Failed);
+    assert_eq!(exhausted.actor, "Worker");
+    assert_eq!(exhausted.message, "Job");
+    assert_eq!(exhausted.error, "job 1 failed on attempt 4");
+    assert!(exhausted.first_failure >= start);
+    assert!(exhausted.last_failure >= exhausted.first_failure);
+    assert!(exhausted.can_retry());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dead_letter_api_lists_filters_retries_once_and_purges() {
+    let log = Log::default();
+    let app = worker_app(&log, RetryPolicy::none()).await;
+    for id in 0..4 {
+        app.publish(Job { id, failures: 1 }).await.unwrap();
+    }
+    until(|| app.dead_letters().len() == 4).await;
+    let dlq = app.dead_letters();
+    assert_eq!(dlq.count_for("Worker"), 4);
+    assert_eq!(
+        dlq.list_where(&Filter::new().actor("Worker").message("Job"))
+            .len(),
+        4
+    );
+    assert!(dlq.list_where(&Filter::new().actor("Nobody")).is_empty());
+    let first = dlq.list()[0].clone();
+    assert_eq!(dlq.get(first.seq).unwrap().meta.id, first.meta.id);
+
+    // Retried, the job's second attempt succeeds: handled exactly once more.
+    app.retry_dead_letter(first.seq).await.unwrap();
+    let again = app.retry_dead_letter(first.seq).await.unwrap_err();
+    assert!(matches!(again, Error::NoDeadLetter { .. }), "{again}");
+    until(|| log.lock().unwrap().len() == 5).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let handled: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _, _)| *id == first.event::<Job>().unwrap().id)
+        .map(|(_, a, _)| *a)
+        .collect();
+    assert_eq!(
+        handled,
+        [1, 1],
+        "failed once, then handled once by the retry (attempts restart at 1)"
+    );
+    assert_eq!(
+        dlq.len(),
+        4,
+        "the retried job failed again: attempt 1 fails by design"
+    );
+
+    // Purge by time, then all.
+    let cut = std::time::SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(dlq.purge_older_than(cut), 4);
+    assert!(dlq.is_empty());
+    app.shutdown().await.unwrap();
+}
+
+/// Fails while `broken` is set.
+struct Flaky {
+    broken: Arc<Mutex<bool>>,
+    handled: Arc<Mutex<Vec<u32>>>,
+}
+
+#[handlers]
+impl Flaky {
+    #[subscribe]
+    fn on_job(&mut self, job: &Job) -> Result<(), &'static str> {
+        if *self.broken.lock().unwrap() {
+            return Err("dependency down");
+        }
+        self.handled.lock().unwrap().push(job.id);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Alerts {
+    seen: Vec<DeadLetterThresholdExceeded>,
+}
+
+#[derive(Query, Debug)]
+#[query(reply = Vec<DeadLetterThresholdExceeded>)]
+struct GetAlerts;
+
+#[handlers]
+impl Alerts {
+    #[subscribe]
+    fn on_alert(&mut self, ev: &DeadLetterThresholdExceeded) {
+        self.seen.push(ev.clone());
+    }
+
+    #[query]
+    fn alerts(&self, _: GetAlerts) -> Vec<DeadLetterThresholdExceeded> {
+        self.seen.clone()
+    }
+}
+
+#[tokio::test]
+async fn retry_all_redelivers_each_dead_letter_exactly_once_and_thresholds_alert() {
+    let broken = Arc::new(Mutex::new(true));
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let app = App::builder()
+        .actor(Flaky {
+            broken: broken.clone(),
+            handled: handled.clone(),
+        })
+        .actor(Alerts::default())
+        .dead_letter_threshold(2)
+        .build()
+        .await
+        .unwrap();
+    for id in 0..5 {
+        app.publish(Job { id, failures: 0 }).await.unwrap();
+    }
+    until(|| app.dead_letters().count_for("Flaky") == 5).await;
+    let alerts = app.query(GetAlerts).await.unwrap();
+    assert_eq!(
+        alerts,
+        [DeadLetterThresholdExceeded {
+            actor: "Flaky",
+            count: 3,
+            threshold: 2
+        }],
+        "once, when passed"
+    );
+
+    *broken.lock().unwrap() = false;
+    assert_eq!(app.retry_dead_letters("Flaky").await.unwrap(), 5);
+    until(|| handled.lock().unwrap().len() == 5).await;
+    app.shutdown().await.unwrap();
+    let mut ids = handled.lock().unwrap().clone();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2, 3, 4]);
+    assert!(app.dead_letters().is_empty());
+}
+
+#[derive(Command, Debug)]
+#[command(reply = u32)]
+struct Bump(u32);
+
+#[derive(Query, Debug)]
+#[query(reply = u32)]
+struct Count;
+
+/// Panics on `Bump(0)`.
+#[derive(Default)]
+struct Fragile {
+    count: u32,
+}
+
+#[handlers]
+impl Fragile {
+    #[handle]
+    fn bump(&mut self, cmd: Bump) -> u32 {
+        assert_ne!(cmd.0, 0, "zero");
+        self.count += cmd.0;
+        self.count
+    }
+
+    #[query]
+    fn count(&self, _: Count) -> u32 {
+        self.count
+    }
+}
+
+#[derive(Default)]
+struct Watcher {
+    failed: Vec<ActorFailed>,
+}
+
+#[derive(Query, Debug)]
+#[query(reply = Vec<ActorFailed>)]
+struct Failures;
+
+#[handlers]
+impl Watcher {
+    #[subscribe]
+    fn on_failed(&mut self, ev: &ActorFailed) {
+        self.failed.push(ev.clone());
+    }
+
+    #[query]
+    fn failures(&self, _: Failures) -> Vec<ActorFailed> {
+        self.failed.clone()
+    }
+}
+
+async fn supervised(policy: Supervision) -> App {
+    App::builder()
+        .actor_with(Fragile::default(), ActorOptions::new().supervision(policy))
+        .actor(Watcher::default())
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn resume_keeps_the_state() {
+    let app = supervised(Supervision::resume()).await;
+    app.send(Bump(5)).await.unwrap();
+    assert!(app.send(Bump(0)).await.is_err());
+    assert_eq!(app.send(Bump(1)).await.unwrap(), 6);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_escalates_with_actor_failed_and_refuses_further_messages() {
+    let app = supervised(Supervision::stop()).await;
+    app.send(Bump(5)).await.unwrap();
+    assert!(app.send(Bump(0)).await.is_err());
+    until(|| app.stats().dead_letters >= 1).await;
+    let err = app.send(Bump(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Stopped {
+                actor: "Fragile",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let failures = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let f = app.query(Failures).await.unwrap();
+            if !f.is_empty() {
+                break f;
+            }
+            tokio::time::sleep(MS).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(failures[0].actor, "Fragile");
+    assert!(failures[0].error.contains("zero"), "{}", failures[0].error);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_intensity_escalates_after_too_many_panics_in_the_window() {
+    let app = supervised(Supervision::restart().at_most(2, Duration::from_secs(10))).await;
+    for _ in 0..2 {
+        assert!(app.send(Bump(0)).await.is_err());
+        assert_eq!(
+            app.send(Bump(1)).await.unwrap(),
+            1,
+            "restarted from Default"
+        );
+    }
+    // Outside the window the count starts over.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(app.send(Bump(0)).await.is_err());
+    assert!(app.send(Bump(0)).await.is_err());
+    assert_eq!(app.send(Bump(1)).await.unwrap(), 1);
+    // The third panic within ten seconds stops it.
+    assert!(app.send(Bump(0)).await.is_err());
+    until(
+        || matches!(app.try_tell(Bump(1)), Err(ref e) if matches!(e.error, Error::Stopped { .. })),
+    )
+    .await;
+    app.shutdown().await.unwrap();
+}
+
+/// Blocks on a gate, then records what it handled.
+struct Gate {
+    gate: Arc<Semaphore>,
+    handled: Arc<Mutex<Vec<u32>>>,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = u32)]
+struct Work(u32);
+
+#[handlers]
+impl Gate {
+    #[handle]
+    async fn work(&mut self, cmd: Work) -> u32 {
+        self.gate.acquire().await.unwrap().forget();
+        self.handled.lock().unwrap().push(cmd.0);
+        cmd.0
+    }
+
+    #[subscribe]
+    fn on_job(&mut self, job: &Job) {
+        self.handled.lock().unwrap().push(1000 + job.id);
+    }
+}
+
+fn gate() -> (Gate, Arc<Semaphore>, Arc<Mutex<Vec<u32>>>) {
+    let g = Gate {
+        gate: Arc::new(Semaphore::new(0)),
+        handled: Arc::default(),
+    };
+    let (sem, handled) = (g.gate.clone(), g.handled.clone());
+    (g, sem, handled)
+}
+
+#[tokio::test]
+async fn an_expired_message_is_never_handled_and_its_sender_hears_why() {
+    let (actor, gate, handled) = gate();
+    let app = App::builder().actor(actor).build().await.unwrap();
+    app.tell(Work(1)).await.unwrap(); // blocks the actor
+    let expiring = app.send_envelope(Envelope::new(Work(2)).with_ttl(Duration::from_millis(20)));
+    let expiring_event = app.publish_envelope(
+        Envelope::new(Job { id: 3, failures: 0 }).with_ttl(Duration::from_millis(20)),
+    );
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.add_permits(10);
+    };
+    let (reply, published, ()) = tokio::join!(expiring, expiring_event, release);
+    published.unwrap();
+    let err = reply.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Expired {
+                actor: "Gate",
+                message: "Work"
+            }
+        ),
+        "{err}"
+    );
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [1],
+        "neither expired message was handled"
+    );
+    let letters = app.dead_letters().list();
+    assert_eq!(letters.len(), 2);
+    assert!(letters.iter().all(|dl| dl.reason == Reason::Expired));
+}
+
+#[tokio::test(start_paused = true)]
+async fn scheduled_messages_arrive_on_time_and_cancel() {
+    let log = Log::default();
+    let app = worker_app(&log, RetryPolicy::none()).await;
+    let start = Instant::now();
+    let _kept = app
+        .publish_after(Job { id: 1, failures: 0 }, Duration::from_secs(5))
+        .unwrap();
+    let cancelled = app
+        .publish_after(Job { id: 2, failures: 0 }, Duration::from_secs(3))
+        .unwrap();
+    assert_eq!(app.stats().scheduled, 2);
+    assert!(cancelled.cancel());
+    assert!(!cancelled.cancel(), "only once");
+    until(|| !log.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].0, log[0].2.duration_since(start)),
+        (1, Duration::from_secs(5))
+    );
+    app.shutdown().await.unwrap();
+}
+
+/// Schedules a reminder to itself and counts reminders.
+#[derive(Default)]
+struct Reminder {
+    fired: Vec<Duration>,
+    started: Option<Instant>,
+}
+
+#[derive(Command, Debug)]
+struct Remind(Duration);
+
+#[derive(Event, Clone, Debug)]
+struct Ring;
+
+#[derive(Query, Debug)]
+#[query(reply = Vec<Duration>)]
+struct Rings;
+
+#[handlers]
+impl Reminder {
+    #[handle]
+    fn remind(&mut self, cmd: Remind, ctx: &mut Context<Self>) {
+        self.started = Some(Instant::now());
+        let _ = ctx.publish_after(Ring, cmd.0);
+    }
+
+    #[subscribe]
+    fn ring(&mut self, _: &Ring, ctx: &mut Context<Self>) {
+        assert!(
+            ctx.metadata().causation_id.is_some(),
+            "caused by the command"
+        );
+        self.fired.push(self.started.unwrap().elapsed());
+    }
+
+    #[query]
+    fn rings(&self, _: Rings) -> Vec<Duration> {
+        self.fired.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_schedules_a_message_for_later() {
+    let app = App::builder()
+        .actor(Reminder::default())
+        .build()
+        .await
+        .unwrap();
+    app.send(Remind(Duration::from_secs(60))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(app.query(Rings).await.unwrap(), [Duration::from_secs(60)]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_shutdown_deadline_dead_letters_what_is_left_and_it_can_be_retried_later() {
+    let (actor, gate, handled) = gate();
+    let app = App::builder().actor(actor).build().await.unwrap();
+    let log = Log::default();
+    let other = worker_app(&log, RetryPolicy::none()).await;
+    app.tell(Work(1)).await.unwrap(); // blocks
+    app.tell(Work(2)).await.unwrap(); // queued
+    app.publish(Job { id: 7, failures: 0 }).await.unwrap(); // queued
+    let _later = app
+        .publish_after(Job { id: 8, failures: 0 }, Duration::from_secs(3600))
+        .unwrap();
+    let result = app.shutdown_within(Duration::from_millis(50)).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, Error::ShutdownTimeout { unhandled: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        handled.lock().unwrap().is_empty(),
+        "the stuck handler was dropped; nothing else ran"
+    );
+
+    let letters = app.dead_letters().list();
+    let mut by_message: HashMap<&str, Vec<Reason>> = HashMap::new();
+    for dl in &letters {
+        by_message.entry(dl.message).or_default().push(dl.reason);
+    }
+    assert_eq!(
+        by_message["Work"],
+        [Reason::Shutdown, Reason::Shutdown],
+        "the dropped one and the queued one"
+    );
+    assert_eq!(
+        by_message["Job"],
+        [Reason::Shutdown, Reason::Shutdown],
+        "queued and scheduled"
+    );
+    let queued_command = letters
+        .iter()
+        .filter(|dl| dl.message == "Work")
+        .find(|dl| dl.can_retry());
+    assert!(
+        queued_command.is_some(),
+        "a command never handled keeps its payload"
+    );
+    let _ = gate;
+    other.shutdown().await.unwrap();
+}
