@@ -13,7 +13,7 @@ use syn::{FnArg, ItemFn, Type};
 
 use crate::ctxt::Ctxt;
 use crate::handlers::ast::Handler;
-use crate::handlers::attr::{crate_path, Marker};
+use crate::handlers::attr::{options_with_crate, Marker};
 use crate::handlers::expand::{self, Call};
 
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -30,8 +30,15 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let cx = Ctxt::new();
-    let krate = crate_path(&cx, args);
-    let handler = Handler::from_sig(&cx, Marker::Subscribe, &item.sig, true);
+    let attr: syn::Attribute = syn::parse_quote!(#[subscribe(#args)]);
+    let mut krate = None;
+    let options = if args.is_empty() {
+        Default::default()
+    } else {
+        options_with_crate(&cx, &attr, Marker::Subscribe, Some(&mut krate))
+    };
+    let krate = krate.unwrap_or_else(crate::ctxt::default_crate);
+    let handler = Handler::from_sig(&cx, Marker::Subscribe, &item.sig, true, options);
     if let Err(e) = cx.check() {
         let mut out = e.to_compile_error();
         out.extend(quote!(#item));

@@ -17,13 +17,21 @@ pub(crate) struct Handler {
     pub(crate) has_ctx: bool,
     pub(crate) is_async: bool,
     pub(crate) output: ReturnType,
+    pub(crate) attrs: attr::HandlerAttrs,
 }
 
 impl Handler {
     /// Reads a handler's signature; `None` (with errors in `cx`) when it is malformed.
-    pub(crate) fn from_sig(cx: &Ctxt, marker: Marker, sig: &Signature, free: bool) -> Option<Self> {
+    pub(crate) fn from_sig(
+        cx: &Ctxt,
+        marker: Marker,
+        sig: &Signature,
+        free: bool,
+        attrs: attr::HandlerAttrs,
+    ) -> Option<Self> {
         let shape = valid::signature(cx, marker, sig, free)?;
         Some(Handler {
+            attrs,
             marker,
             ident: sig.ident.clone(),
             message: shape.message,
@@ -49,9 +57,9 @@ impl Handler {
                 continue;
             };
             let mut marker = None;
+            let mut options = attr::HandlerAttrs::default();
             method.attrs.retain(|a| match Marker::of(a) {
                 Some(m) => {
-                    attr::no_options(cx, a, m);
                     if let Some(first) = marker {
                         cx.error_spanned_by(
                             a,
@@ -63,13 +71,14 @@ impl Handler {
                         );
                     } else {
                         marker = Some(m);
+                        options = attr::options(cx, a, m);
                     }
                     false
                 }
                 None => true,
             });
             if let Some(marker) = marker {
-                if let Some(handler) = Handler::from_sig(cx, marker, &method.sig, false) {
+                if let Some(handler) = Handler::from_sig(cx, marker, &method.sig, false, options) {
                     handlers.push(handler);
                 }
             }

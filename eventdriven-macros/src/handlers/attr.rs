@@ -57,26 +57,150 @@ impl Marker {
     }
 }
 
-/// Markers take no options yet; report any that are given.
-pub(crate) fn no_options(cx: &Ctxt, attr: &Attribute, marker: Marker) {
-    if let syn::Meta::List(list) = &attr.meta {
+/// Options of a handler marker: `#[subscribe(retry = 5, backoff = "100ms..10s",
+/// dead_letter, idempotent)]`. `#[handle]` and `#[query]` take none yet.
+#[derive(Default)]
+pub(crate) struct HandlerAttrs {
+    /// Retries after the first attempt.
+    pub(crate) retry: Option<u32>,
+    /// `(min, max)` in milliseconds.
+    pub(crate) backoff: Option<(u64, u64)>,
+    pub(crate) idempotent: bool,
+}
+
+const SUBSCRIBE_OPTIONS: &str =
+    "`retry = N`, `backoff = \"100ms..10s\"`, `dead_letter`, `idempotent`";
+
+/// Reads a marker's options, reporting unknown and duplicate ones with the valid list.
+pub(crate) fn options(cx: &Ctxt, attr: &Attribute, marker: Marker) -> HandlerAttrs {
+    options_with_crate(cx, attr, marker, None)
+}
+
+/// [`options`], also accepting `crate = "path"` (for a free `#[subscribe]` function, whose
+/// attribute is its own).
+pub(crate) fn options_with_crate(
+    cx: &Ctxt,
+    attr: &Attribute,
+    marker: Marker,
+    mut krate: Option<&mut Option<Path>>,
+) -> HandlerAttrs {
+    let mut out = HandlerAttrs::default();
+    match &attr.meta {
+        syn::Meta::Path(_) => return out,
+        syn::Meta::NameValue(nv) => {
+            cx.error_spanned_by(
+                nv,
+                format!(
+                    "`#[{}]` takes no value: write `#[{}]`",
+                    marker.name(),
+                    marker.name()
+                ),
+            );
+            return out;
+        }
+        syn::Meta::List(list) if marker != Marker::Subscribe => {
+            cx.error_spanned_by(
+                &list.tokens,
+                format!(
+                    "`#[{}]` takes no options: write `#[{}]`",
+                    marker.name(),
+                    marker.name()
+                ),
+            );
+            return out;
+        }
+        syn::Meta::List(_) => {}
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let result = attr.parse_nested_meta(|meta| {
+        let name = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| quote::quote!(path).to_string());
+        if seen.contains(&name) {
+            return Err(meta.error(format!("duplicate option `{name}` in `#[subscribe]`: give it once")));
+        }
+        seen.push(name.clone());
+        match name.as_str() {
+            "retry" => {
+                let lit: syn::LitInt = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "`retry` takes the number of retries after the first attempt, as in `retry = 5`")
+                })?;
+                out.retry = Some(lit.base10_parse::<u32>().map_err(|_| {
+                    syn::Error::new(lit.span(), "`retry` takes a whole number of retries, as in `retry = 5`")
+                })?);
+            }
+            "backoff" => {
+                let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "`backoff` takes a string, as in `backoff = \"100ms..10s\"`")
+                })?;
+                out.backoff = Some(parse_backoff(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?);
+            }
+            "dead_letter" => {}
+            "idempotent" => out.idempotent = true,
+            "crate" if krate.is_some() => {
+                let lit: LitStr = meta.value()?.parse()?;
+                if let Some(slot) = krate.as_deref_mut() {
+                    *slot = Some(lit.parse::<Path>()?);
+                }
+            }
+            _ => {
+                return Err(meta.error(format!(
+                    "unknown option `{name}` in `#[subscribe]`; expected one of: {SUBSCRIBE_OPTIONS}"
+                )))
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        cx.syn_error(e);
+    }
+    if out.backoff.is_some() && out.retry.is_none() {
         cx.error_spanned_by(
-            &list.tokens,
-            format!(
-                "`#[{}]` takes no options: write `#[{}]`",
-                marker.name(),
-                marker.name()
-            ),
+            attr,
+            "`backoff` without `retry`: add `retry = N` (the number of retries)",
         );
-    } else if let syn::Meta::NameValue(nv) = &attr.meta {
-        cx.error_spanned_by(
-            nv,
-            format!(
-                "`#[{}]` takes no value: write `#[{}]`",
-                marker.name(),
-                marker.name()
-            ),
-        );
+    }
+    out
+}
+
+/// `"100ms..10s"` (exponential) or `"250ms"` (fixed) into milliseconds; the runtime's
+/// `Backoff::parse` accepts the same text, this one checks it at compile time.
+fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
+    let ms = |part: &str| -> Result<u64, String> {
+        let part = part.trim();
+        let split = part
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{part}` has no unit: write `100ms`, `2s`, `5m` or `1h`"))?;
+        let (n, unit) = part.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("`{part}` does not start with a whole number"))?;
+        let factor = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => {
+                return Err(format!(
+                    "unknown unit `{unit}` in `{part}`: use `ms`, `s`, `m` or `h`"
+                ))
+            }
+        };
+        Ok(n * factor)
+    };
+    match text.split_once("..") {
+        Some((min, max)) => {
+            let (min, max) = (ms(min)?, ms(max)?);
+            if min > max {
+                return Err(format!(
+                    "backoff `{text}`: the minimum is above the maximum"
+                ));
+            }
+            Ok((min, max))
+        }
+        None => ms(text).map(|d| (d, d)),
     }
 }
 

@@ -163,6 +163,20 @@ fn handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
 
 /// The handler's options as a constant expression.
 fn options(krate: &Path, h: &Handler) -> TokenStream {
-    let _ = h;
-    quote!(#krate::__private::HandlerOptions::DEFAULT)
+    let p = quote!(#krate::__private);
+    let retry = match (h.attrs.retry, h.attrs.backoff) {
+        (None, _) => quote!(::core::option::Option::None),
+        (Some(n), None) => quote!(::core::option::Option::Some(#p::RetryPolicy::retries(#n))),
+        (Some(n), Some((min, max))) => quote! {
+            ::core::option::Option::Some(#p::RetryPolicy::retries(#n).backoff(
+                if #min == #max {
+                    #p::Backoff::fixed(#p::Duration::from_millis(#min))
+                } else {
+                    #p::Backoff::exponential(#p::Duration::from_millis(#min), #p::Duration::from_millis(#max))
+                }
+            ))
+        },
+    };
+    let idempotent = h.attrs.idempotent;
+    quote!(#p::HandlerOptions { retry: #retry, idempotent: #idempotent })
 }
