@@ -127,7 +127,7 @@ impl<A: Actor> Context<A> {
     pub async fn send<C: Command>(&mut self, command: C) -> Result<C::Reply> {
         let env = self.caused(command);
         let route = self.shared.routes.command::<C>()?;
-        self.refuse_self::<C>(route.core())?;
+        self.refuse_self::<C>(route.core(route.pick(&env.message)))?;
         self.shared.routes.ask(route, env, self.sender()).await
     }
 
@@ -143,7 +143,7 @@ impl<A: Actor> Context<A> {
     pub async fn query<Q: Query>(&mut self, query: Q) -> Result<Q::Reply> {
         let env = self.caused(query);
         let route = self.shared.routes.query::<Q>()?;
-        self.refuse_self::<Q>(route.core())?;
+        self.refuse_self::<Q>(route.core(route.pick(&env.message)))?;
         self.shared.routes.ask(route, env, self.sender()).await
     }
 

@@ -70,6 +70,24 @@ impl<R> Future for ReplyFuture<R> {
     }
 }
 
+impl<M, R> super::mailbox::Routed for Ask<M, R> {
+    type Payload = M;
+
+    #[inline]
+    fn payload(&self) -> &M {
+        &self.env.message
+    }
+}
+
+impl<E> super::mailbox::Routed for Delivery<E> {
+    type Payload = E;
+
+    #[inline]
+    fn payload(&self) -> &E {
+        &self.env.message
+    }
+}
+
 /// One subscriber's delivery of an event: the event is shared, the attempt is this
 /// subscriber's own. Used by generated code.
 #[doc(hidden)]
@@ -129,11 +147,11 @@ pub(crate) fn redeliver_event<E: Event>(
     let env = value
         .downcast::<Envelope<E>>()
         .unwrap_or_else(|_| unreachable!("an event payload holds Envelope<E>"));
-    let port = routes.subscriber_port::<E>(to).ok_or(Error::Stopped {
+    let (port, index) = routes.subscriber_port::<E>(to).ok_or(Error::Stopped {
         actor: to.actor,
         message: E::NAME,
     })?;
-    port.push(Delivery { env, attempt }, reserved)
+    port.push(index, Delivery { env, attempt }, reserved)
         .map_err(|_| Error::Stopped {
             actor: to.actor,
             message: E::NAME,
@@ -154,15 +172,14 @@ pub(crate) fn redeliver_ask<M: Message, R: Send + 'static>(
     let parked = value
         .downcast::<Parked<M>>()
         .unwrap_or_else(|_| unreachable!("an ask payload holds Parked<M>"));
-    let port = routes
-        .ask_port::<M, R>()
-        .filter(|p| Arc::ptr_eq(p.core(), to))
-        .ok_or_else(stopped)?;
+    let port = routes.ask_port::<M, R>().ok_or_else(stopped)?;
+    let index = port.index_of(to).ok_or_else(stopped)?;
     let mut env = parked
         .take()
         .ok_or(Error::AlreadyRedelivered { message: M::NAME })?;
     env.meta.attempt = attempt;
     port.push(
+        index,
         Ask {
             env,
             reply: Reply::Ignore,

@@ -154,12 +154,29 @@ pub(crate) enum Slot<T> {
     Stop,
 }
 
-/// A type-erased way to put a message of type `M` into some actor's mailbox.
-pub(crate) trait Deliver<M>: Send + Sync {
-    fn core(&self) -> &Arc<MailboxCore>;
-    /// Pushes `msg`. The caller holds a slot of room (forgotten, so the actor returns it) when
-    /// `reserved`. Fails only if the actor's task is gone.
-    fn push(&self, msg: M, reserved: bool) -> Result<(), M>;
+/// What a mailbox item carries that a pool partitions by: the command, query or event.
+pub(crate) trait Routed {
+    type Payload;
+    fn payload(&self) -> &Self::Payload;
+}
+
+/// A type-erased way to put a message of type `M` into an actor's mailbox, or into one of a
+/// pool's mailboxes.
+pub(crate) trait Deliver<M: Routed>: Send + Sync {
+    /// Which mailbox `payload` goes to: always 0 for a single actor; by key (so one key keeps
+    /// its order) or round-robin for a pool.
+    fn pick(&self, payload: &M::Payload) -> usize;
+    /// The mailbox at `index`.
+    fn core(&self, index: usize) -> &Arc<MailboxCore>;
+    /// The index of `core`, if it is one of ours.
+    fn index_of(&self, core: &Arc<MailboxCore>) -> Option<usize>;
+    /// Pushes `msg` into mailbox `index`. The caller holds a slot of room there (forgotten,
+    /// so the actor returns it) when `reserved`. Fails only if the actor's task is gone.
+    fn push(&self, index: usize, msg: M, reserved: bool) -> Result<(), M>;
+    /// The actor's name.
+    fn actor(&self) -> &'static str {
+        self.core(0).actor
+    }
 }
 
 /// Takes a message of type `M` back out of the actor's enum (when a push fails).
@@ -173,13 +190,9 @@ pub(crate) struct Port<A: Actor, M> {
     pub(crate) unwrap: Unwrap<A, M>,
 }
 
-impl<A: Actor, M: Send + 'static> Deliver<M> for Port<A, M> {
-    fn core(&self) -> &Arc<MailboxCore> {
-        &self.core
-    }
-
+impl<A: Actor, M: Routed + Send + 'static> Port<A, M> {
     #[inline]
-    fn push(&self, msg: M, reserved: bool) -> Result<(), M> {
+    fn send(&self, msg: M, reserved: bool) -> Result<(), M> {
         self.core.pushed.fetch_add(1, Ordering::AcqRel);
         match self.tx.send(Slot::Msg {
             msg: (self.wrap)(msg),
@@ -194,6 +207,70 @@ impl<A: Actor, M: Send + 'static> Deliver<M> for Port<A, M> {
                 }
             }
         }
+    }
+}
+
+impl<A: Actor, M: Routed + Send + 'static> Deliver<M> for Port<A, M> {
+    #[inline]
+    fn pick(&self, _: &M::Payload) -> usize {
+        0
+    }
+
+    #[inline]
+    fn core(&self, _: usize) -> &Arc<MailboxCore> {
+        &self.core
+    }
+
+    fn index_of(&self, core: &Arc<MailboxCore>) -> Option<usize> {
+        Arc::ptr_eq(&self.core, core).then_some(0)
+    }
+
+    #[inline]
+    fn push(&self, _: usize, msg: M, reserved: bool) -> Result<(), M> {
+        self.send(msg, reserved)
+    }
+}
+
+/// Maps a message to its partition key's hash.
+pub(crate) type KeyFn<P> = Arc<dyn Fn(&P) -> u64 + Send + Sync>;
+
+/// How a pool picks the instance for a message.
+pub(crate) enum Picker<P> {
+    /// The next instance in turn.
+    RoundRobin(AtomicUsize),
+    /// The instance of the message's key: one key always lands on one instance.
+    Keyed(KeyFn<P>),
+}
+
+/// The sending side of a pool of actors for one message type.
+pub(crate) struct PoolPort<A: Actor, M: Routed> {
+    pub(crate) members: Vec<Port<A, M>>,
+    pub(crate) picker: Picker<M::Payload>,
+}
+
+impl<A: Actor, M> Deliver<M> for PoolPort<A, M>
+where
+    M: Routed + Send + 'static,
+    M::Payload: 'static,
+{
+    fn pick(&self, payload: &M::Payload) -> usize {
+        let n = self.members.len();
+        match &self.picker {
+            Picker::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % n,
+            Picker::Keyed(key) => (key(payload) % n as u64) as usize,
+        }
+    }
+
+    fn core(&self, index: usize) -> &Arc<MailboxCore> {
+        &self.members[index].core
+    }
+
+    fn index_of(&self, core: &Arc<MailboxCore>) -> Option<usize> {
+        self.members.iter().position(|m| Arc::ptr_eq(&m.core, core))
+    }
+
+    fn push(&self, index: usize, msg: M, reserved: bool) -> Result<(), M> {
+        self.members[index].send(msg, reserved)
     }
 }
 

@@ -8,9 +8,13 @@ pub(crate) mod item;
 pub(crate) mod mailbox;
 pub(crate) mod supervise;
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
 
 pub use context::Context;
 #[doc(hidden)]
@@ -22,10 +26,11 @@ pub use mailbox::Mailbox;
 pub(crate) use supervise::run;
 pub use supervise::{ActorFailed, OnPanic, Supervision};
 
-use crate::app::routing::TableBuilder;
+use crate::app::routing::{Recipient, TableBuilder};
 use crate::delivery::HandlerError;
 use crate::error::Error;
 use crate::message::{Command, Event, Metadata, Query};
+use mailbox::Routed;
 
 /// A value that owns its state and handles messages one at a time, so handlers take
 /// `&mut self` without locks. Implemented by `#[handlers]`.
@@ -72,26 +77,50 @@ pub trait Actor: Sized + Send + 'static {
     }
 }
 
-/// Collects the routes of one actor while the app is built. Used by generated code.
+/// Partition keys of a pool, per message type: `KeyFn<M>` under `TypeId::of::<M>()`.
+pub(crate) type Keys = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
+
+/// Collects the routes of one actor (or one pool of actors) while the app is built. Used by
+/// generated code.
 #[doc(hidden)]
 pub struct Routes<'a, A: Actor> {
     pub(crate) table: &'a mut TableBuilder,
-    pub(crate) core: Arc<mailbox::MailboxCore>,
-    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<mailbox::Slot<A::Mailbox>>,
+    /// One mailbox for an actor, one per instance for a pool.
+    pub(crate) members: Vec<(
+        Arc<mailbox::MailboxCore>,
+        UnboundedSender<mailbox::Slot<A::Mailbox>>,
+    )>,
+    /// `Some` for a pool.
+    pub(crate) keys: Option<&'a Keys>,
 }
 
 impl<A: Actor> Routes<'_, A> {
-    fn port<M: Send + 'static>(
-        &self,
-        wrap: fn(M) -> A::Mailbox,
-        unwrap: mailbox::Unwrap<A, M>,
-    ) -> mailbox::Port<A, M> {
-        mailbox::Port {
-            core: self.core.clone(),
-            tx: self.tx.clone(),
+    fn recipient<M>(&self, wrap: fn(M) -> A::Mailbox, unwrap: mailbox::Unwrap<A, M>) -> Recipient<M>
+    where
+        M: Routed + Send + 'static,
+        M::Payload: 'static,
+    {
+        let mut ports = self.members.iter().map(|(core, tx)| mailbox::Port::<A, M> {
+            core: core.clone(),
+            tx: tx.clone(),
             wrap,
             unwrap,
-        }
+        });
+        let Some(keys) = self.keys else {
+            return Arc::new(ports.next().expect("an actor has one mailbox"));
+        };
+        let picker = match keys.get(&TypeId::of::<M::Payload>()) {
+            Some(key) => mailbox::Picker::Keyed(
+                key.downcast_ref::<mailbox::KeyFn<M::Payload>>()
+                    .expect("keys hold KeyFn<M> under TypeId::of::<M>()")
+                    .clone(),
+            ),
+            None => mailbox::Picker::RoundRobin(AtomicUsize::new(0)),
+        };
+        Arc::new(mailbox::PoolPort {
+            members: ports.collect(),
+            picker,
+        })
     }
 
     /// `A` handles command `C`.
@@ -100,8 +129,8 @@ impl<A: Actor> Routes<'_, A> {
         wrap: fn(Ask<C, C::Reply>) -> A::Mailbox,
         unwrap: mailbox::Unwrap<A, Ask<C, C::Reply>>,
     ) {
-        let port = self.port(wrap, unwrap);
-        self.table.command::<C>(A::NAME, Arc::new(port));
+        let recipient = self.recipient(wrap, unwrap);
+        self.table.command::<C>(A::NAME, recipient);
     }
 
     /// `A` answers query `Q`.
@@ -110,8 +139,8 @@ impl<A: Actor> Routes<'_, A> {
         wrap: fn(Ask<Q, Q::Reply>) -> A::Mailbox,
         unwrap: mailbox::Unwrap<A, Ask<Q, Q::Reply>>,
     ) {
-        let port = self.port(wrap, unwrap);
-        self.table.query::<Q>(A::NAME, Arc::new(port));
+        let recipient = self.recipient(wrap, unwrap);
+        self.table.query::<Q>(A::NAME, recipient);
     }
 
     /// `A` subscribes to event `E`.
@@ -120,8 +149,8 @@ impl<A: Actor> Routes<'_, A> {
         wrap: fn(Delivery<E>) -> A::Mailbox,
         unwrap: mailbox::Unwrap<A, Delivery<E>>,
     ) {
-        let port = self.port(wrap, unwrap);
-        self.table.event::<E>(Arc::new(port));
+        let recipient = self.recipient(wrap, unwrap);
+        self.table.event::<E>(recipient);
     }
 }
 

@@ -1,5 +1,7 @@
 //! [`AppBuilder`]: actors and their options in, a running [`App`] out.
 
+use std::any::TypeId;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,14 +11,15 @@ use tokio::task::JoinHandle;
 
 use super::routing::TableBuilder;
 use super::{App, AppInner, Config, Shared};
-use crate::actor::mailbox::{self, MailboxCore, StopHandle};
+use crate::actor::mailbox::{self, KeyFn, MailboxCore, StopHandle};
 use crate::actor::supervise::Factory;
-use crate::actor::{run, Actor, Context, Mailbox, Routes, Supervision};
+use crate::actor::{run, Actor, Context, Keys, Mailbox, Routes, Supervision};
 use crate::delivery::schedule::Scheduler;
 use crate::delivery::{
     DeadLetters, IdempotencyWindow, MemoryProcessedIds, ProcessedIds, RetryPolicy,
 };
 use crate::error::{Error, Result};
+use crate::message::Message;
 
 /// How one actor runs: its mailbox, its supervision, its default retry policy.
 ///
@@ -81,6 +84,8 @@ pub struct AppBuilder {
     retry: Option<RetryPolicy>,
     dead_letter_threshold: Option<usize>,
     processed: Option<Arc<dyn ProcessedIds>>,
+    /// Misuse found while building (reported by `build`).
+    errors: Vec<Error>,
 }
 
 impl AppBuilder {
@@ -92,6 +97,7 @@ impl AppBuilder {
             retry: None,
             dead_letter_threshold: None,
             processed: None,
+            errors: Vec::new(),
         }
     }
 
@@ -134,6 +140,94 @@ impl AppBuilder {
             factory: Some(Box::new(factory)),
             options: options.into(),
         }));
+        self
+    }
+
+    /// Adds a pool of `size` instances of an actor, built (and rebuilt after a panic) by
+    /// `factory`. The pool is one handler or subscriber to the rest of the app: each message
+    /// goes to one instance, round-robin, or by a key given with
+    /// [`partition_by`](Self::partition_by), so one key's messages keep their order while
+    /// different keys run in parallel.
+    ///
+    /// ```
+    /// use eventdriven::prelude::*;
+    ///
+    /// #[derive(Event, Clone, Debug)]
+    /// struct Deposited { account: u32, amount: u64 }
+    ///
+    /// #[derive(Default)]
+    /// struct Ledger { total: u64 }
+    ///
+    /// #[handlers]
+    /// impl Ledger {
+    ///     #[subscribe]
+    ///     fn on_deposit(&mut self, ev: &Deposited) { self.total += ev.amount; }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eventdriven::Result<()> {
+    /// let app = App::builder()
+    ///     .actor_pool(4, Ledger::default)
+    ///     .partition_by(|ev: &Deposited| ev.account)
+    ///     .build()
+    ///     .await?;
+    /// app.publish(Deposited { account: 7, amount: 10 }).await?;
+    /// app.shutdown().await
+    /// # }
+    /// ```
+    pub fn actor_pool<A, F>(self, size: usize, factory: F) -> Self
+    where
+        A: Actor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.actor_pool_with(size, factory, ActorOptions::new())
+    }
+
+    /// [`actor_pool`](Self::actor_pool) with options for every instance.
+    pub fn actor_pool_with<A, F>(
+        mut self,
+        size: usize,
+        factory: F,
+        options: impl Into<ActorOptions>,
+    ) -> Self
+    where
+        A: Actor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.actors.push(Box::new(PoolSpec {
+            size,
+            factory: Arc::new(factory),
+            options: options.into(),
+            keys: Keys::new(),
+        }));
+        self
+    }
+
+    /// Partitions the pool added just before by a key of message type `M` (a command,
+    /// query or event the pool handles): one key always goes to the same instance. Types
+    /// without a key are spread round-robin.
+    pub fn partition_by<M, K, F>(mut self, key: F) -> Self
+    where
+        M: Message,
+        K: Hash,
+        F: Fn(&M) -> K + Send + Sync + 'static,
+    {
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let key_fn: KeyFn<M> = Arc::new(move |m: &M| hasher.hash_one(key(m)));
+        match self.actors.last_mut().and_then(|spec| spec.keys()) {
+            Some(keys) => {
+                if keys.insert(TypeId::of::<M>(), Box::new(key_fn)).is_some() {
+                    self.errors.push(Error::Config(format!(
+                        "`{}` is partitioned twice in one pool: give one key",
+                        M::NAME
+                    )));
+                }
+            }
+            None => self.errors.push(Error::Config(format!(
+                "`partition_by` for `{}` must follow `actor_pool`",
+                M::NAME
+            ))),
+        }
         self
     }
 
@@ -201,12 +295,15 @@ impl AppBuilder {
         let mut ready = Vec::with_capacity(self.actors.len());
         let mut stops = Vec::with_capacity(self.actors.len());
         let mut mailboxes = Vec::with_capacity(self.actors.len());
+        table.errors.extend(self.errors);
         for actor in self.actors {
             match actor.wire(&mut table) {
-                Ok(wired) => {
-                    stops.push(wired.stop);
-                    mailboxes.push(wired.core);
-                    ready.push(wired.launch);
+                Ok(members) => {
+                    for wired in members {
+                        stops.push(wired.stop);
+                        mailboxes.push(wired.core);
+                        ready.push(wired.launch);
+                    }
                 }
                 Err(e) => table.errors.push(e),
             }
@@ -263,39 +360,107 @@ struct Wired {
     launch: Launch,
 }
 
-/// Type-erases [`Spec`] so the builder can hold actors of different types.
+/// Type-erases [`Spec`] and [`PoolSpec`] so the builder can hold actors of different types.
 trait Wire: Send {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Wired>;
+    /// Creates the mailboxes, registers the routes, and returns what starts each task.
+    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>>;
+    /// A pool's partition keys.
+    fn keys(&mut self) -> Option<&mut Keys> {
+        None
+    }
+}
+
+fn check_capacity<A: Actor>(options: &ActorOptions) -> Result<usize> {
+    match options.mailbox.capacity() {
+        0 => Err(Error::Config(format!(
+            "the mailbox of `{}` has capacity 0: use Mailbox::bounded(n) with n >= 1",
+            A::NAME
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// One instance's task, ready to start.
+fn member<A: Actor>(
+    actor: A,
+    inbox: mailbox::Inbox<A>,
+    core: Arc<MailboxCore>,
+    tx: tokio::sync::mpsc::UnboundedSender<mailbox::Slot<A::Mailbox>>,
+    factory: Option<Factory<A>>,
+    options: &ActorOptions,
+) -> Wired {
+    let (retry, supervision) = (options.retry.clone(), options.supervision);
+    let launch_core = core.clone();
+    Wired {
+        core,
+        stop: mailbox::stop_handle::<A>(tx),
+        launch: Box::new(move |shared: &Arc<Shared>| {
+            let ctx = Context::new(shared.clone(), launch_core, retry);
+            tokio::spawn(run(actor, inbox, ctx, factory, supervision))
+        }),
+    }
 }
 
 impl<A: Actor> Wire for Spec<A> {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Wired> {
+    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>> {
         let Spec {
             actor,
             factory,
             options,
         } = *self;
-        let capacity = options.mailbox.capacity();
-        if capacity == 0 {
+        let (core, tx, inbox) = mailbox::mailbox::<A>(check_capacity::<A>(&options)?);
+        A::__routes(&mut Routes {
+            table,
+            members: vec![(core.clone(), tx.clone())],
+            keys: None,
+        });
+        Ok(vec![member(actor, inbox, core, tx, factory, &options)])
+    }
+}
+
+/// A pool as given to the builder.
+struct PoolSpec<A: Actor> {
+    size: usize,
+    factory: Arc<dyn Fn() -> A + Send + Sync>,
+    options: ActorOptions,
+    keys: Keys,
+}
+
+impl<A: Actor> Wire for PoolSpec<A> {
+    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>> {
+        let PoolSpec {
+            size,
+            factory,
+            options,
+            keys,
+        } = *self;
+        if size == 0 {
             return Err(Error::Config(format!(
-                "the mailbox of `{}` has capacity 0: use Mailbox::bounded(n) with n >= 1",
+                "the pool of `{}` has no instances: use a size of 1 or more",
                 A::NAME
             )));
         }
-        let (core, tx, inbox) = mailbox::mailbox::<A>(capacity);
+        let capacity = check_capacity::<A>(&options)?;
+        let boxes: Vec<_> = (0..size).map(|_| mailbox::mailbox::<A>(capacity)).collect();
         A::__routes(&mut Routes {
             table,
-            core: core.clone(),
-            tx: tx.clone(),
+            members: boxes
+                .iter()
+                .map(|(core, tx, _)| (core.clone(), tx.clone()))
+                .collect(),
+            keys: Some(&keys),
         });
-        let launch_core = core.clone();
-        Ok(Wired {
-            core,
-            stop: mailbox::stop_handle::<A>(tx),
-            launch: Box::new(move |shared: &Arc<Shared>| {
-                let ctx = Context::new(shared.clone(), launch_core, options.retry);
-                tokio::spawn(run(actor, inbox, ctx, factory, options.supervision))
-            }),
-        })
+        Ok(boxes
+            .into_iter()
+            .map(|(core, tx, inbox)| {
+                let rebuild = factory.clone();
+                let rebuild: Factory<A> = Box::new(move || rebuild());
+                member(factory(), inbox, core, tx, Some(rebuild), &options)
+            })
+            .collect())
+    }
+
+    fn keys(&mut self) -> Option<&mut Keys> {
+        Some(&mut self.keys)
     }
 }

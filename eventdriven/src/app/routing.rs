@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::actor::item::{redeliver_event, Payload};
 pub(crate) use crate::actor::item::{Ask, Delivery, Reply, ReplyFuture};
-use crate::actor::mailbox::{Deliver, MailboxCore};
+use crate::actor::mailbox::{Deliver, MailboxCore, Routed};
 use crate::delivery::{DeadLetters, NewDeadLetter, Reason};
 use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, Query};
@@ -166,14 +166,14 @@ impl RouteTable {
             .ok()
     }
 
-    /// The port through which `to` receives events of type `E`.
+    /// The port through which `to` receives events of type `E`, and `to`'s index in it.
     pub(crate) fn subscriber_port<E: Event>(
         &self,
         to: &Arc<MailboxCore>,
-    ) -> Option<&Recipient<Delivery<E>>> {
+    ) -> Option<(&Recipient<Delivery<E>>, usize)> {
         self.subscribers::<E>()
             .iter()
-            .find(|sub| Arc::ptr_eq(sub.core(), to))
+            .find_map(|sub| sub.index_of(to).map(|index| (sub, index)))
     }
 
     #[inline]
@@ -204,7 +204,7 @@ impl RouteTable {
         deliver_one(to, ask, M::NAME, from, deadline).await?;
         let reply = ReplyFuture {
             rx,
-            actor: to.core().actor,
+            actor: to.actor(),
             message: M::NAME,
         };
         match deadline {
@@ -213,7 +213,7 @@ impl RouteTable {
                 tokio::time::timeout_at(at, reply)
                     .await
                     .map_err(|_| Error::Timeout {
-                        actor: to.core().actor,
+                        actor: to.actor(),
                         message: M::NAME,
                         timeout,
                     })?
@@ -254,7 +254,7 @@ impl RouteTable {
         })?;
         Ok(ReplyFuture {
             rx,
-            actor: to.core().actor,
+            actor: to.actor(),
             message: M::NAME,
         })
     }
@@ -286,7 +286,8 @@ impl RouteTable {
         let mut held = Reservation::new(subs, from);
         let mut deadline = None;
         for sub in subs {
-            let core = sub.core();
+            let index = sub.pick(&env.message);
+            let core = sub.core(index);
             if !from.is_me(core) {
                 match core.room.try_acquire() {
                     Ok(permit) => permit.forget(),
@@ -298,7 +299,7 @@ impl RouteTable {
                     }
                 }
             }
-            held.count += 1;
+            held.add(index);
         }
         held.commit(env, &self.dead_letters);
         Ok(())
@@ -317,27 +318,25 @@ impl RouteTable {
         let subs = self.subscribers::<E>();
         let mut held = Reservation::new(subs, from);
         for sub in subs {
-            let core = sub.core();
+            let index = sub.pick(&env.message);
+            let core = sub.core(index);
             if !from.is_me(core) {
-                match core.room.try_acquire() {
-                    Ok(permit) => permit.forget(),
-                    Err(e) => {
-                        let error = match e {
-                            TryAcquireError::Closed => stopped::<E>(core),
-                            TryAcquireError::NoPermits => Error::Full {
-                                actor: core.actor,
-                                message: E::NAME,
-                            },
-                        };
-                        // Dropping `held` returns the room taken so far.
-                        return Err(TrySendError {
-                            message: env,
-                            error,
-                        });
-                    }
+                if let Err(e) = core.room.try_acquire().map(|permit| permit.forget()) {
+                    let error = match e {
+                        TryAcquireError::Closed => stopped::<E>(core),
+                        TryAcquireError::NoPermits => Error::Full {
+                            actor: core.actor,
+                            message: E::NAME,
+                        },
+                    };
+                    // Dropping `held` returns the room taken so far.
+                    return Err(TrySendError {
+                        message: env,
+                        error,
+                    });
                 }
             }
-            held.count += 1;
+            held.add(index);
         }
         held.commit(env, &self.dead_letters);
         Ok(())
@@ -381,14 +380,15 @@ async fn wait_for_room(
 
 /// Delivers to one recipient, waiting for room (none is needed in the sender's own mailbox).
 #[inline]
-async fn deliver_one<M>(
+async fn deliver_one<M: Routed>(
     to: &Recipient<M>,
     msg: M,
     name: &'static str,
     from: Sender<'_>,
     deadline: Option<(Instant, Duration)>,
 ) -> Result<()> {
-    let core = to.core();
+    let index = to.pick(msg.payload());
+    let core = to.core(index);
     let reserved = !from.is_me(core);
     if reserved {
         match core.room.try_acquire() {
@@ -402,7 +402,7 @@ async fn deliver_one<M>(
             Err(TryAcquireError::NoPermits) => wait_for_room(core, name, deadline).await?,
         }
     }
-    to.push(msg, reserved).map_err(|_| Error::Stopped {
+    to.push(index, msg, reserved).map_err(|_| Error::Stopped {
         actor: core.actor,
         message: name,
     })
@@ -410,13 +410,14 @@ async fn deliver_one<M>(
 
 /// Delivers to one recipient if it has room now, handing the message back otherwise.
 #[inline]
-fn try_deliver_one<M>(
+fn try_deliver_one<M: Routed>(
     to: &Recipient<M>,
     msg: M,
     name: &'static str,
     from: Sender<'_>,
 ) -> Result<(), TrySendError<M>> {
-    let core = to.core();
+    let index = to.pick(msg.payload());
+    let core = to.core(index);
     let reserved = !from.is_me(core);
     if reserved {
         if let Err(e) = core.room.try_acquire().map(|permit| permit.forget()) {
@@ -436,22 +437,58 @@ fn try_deliver_one<M>(
             });
         }
     }
-    to.push(msg, reserved).map_err(|message| TrySendError {
-        message,
-        error: Error::Stopped {
-            actor: core.actor,
-            message: name,
-        },
-    })
+    to.push(index, msg, reserved)
+        .map_err(|message| TrySendError {
+            message,
+            error: Error::Stopped {
+                actor: core.actor,
+                message: name,
+            },
+        })
 }
 
-/// Room reserved in the first `count` subscribers' mailboxes; returned on drop unless the
-/// event was delivered. Makes fan-out all-or-nothing, also when the publishing future is
+/// The mailbox picked in each subscriber so far. Inline for the usual handful of
+/// subscribers, so a publish allocates nothing but the shared event.
+struct Picks {
+    inline: [u32; 16],
+    spill: Vec<u32>,
+    len: usize,
+}
+
+impl Picks {
+    fn new() -> Self {
+        Self {
+            inline: [0; 16],
+            spill: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, index: usize) {
+        let index = u32::try_from(index).expect("fewer than 2^32 pool members");
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = index,
+            None => self.spill.push(index),
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, n: usize) -> usize {
+        let index = match self.inline.get(n) {
+            Some(index) => *index,
+            None => self.spill[n - self.inline.len()],
+        };
+        index as usize
+    }
+}
+
+/// Room reserved in the first `picks.len` subscribers' mailboxes; returned on drop unless
+/// the event was delivered. Makes fan-out all-or-nothing, also when the publishing future is
 /// cancelled or times out half-way.
 struct Reservation<'a, E> {
     subs: &'a [Recipient<Delivery<E>>],
     from: Sender<'a>,
-    count: usize,
+    picks: Picks,
 }
 
 impl<'a, E: Event> Reservation<'a, E> {
@@ -459,33 +496,37 @@ impl<'a, E: Event> Reservation<'a, E> {
         Self {
             subs,
             from,
-            count: 0,
+            picks: Picks::new(),
         }
+    }
+
+    fn add(&mut self, index: usize) {
+        self.picks.push(index);
     }
 
     /// Delivers the event to every subscriber; room is reserved in all of them.
     fn commit(mut self, env: Envelope<E>, dead_letters: &DeadLetters) {
-        debug_assert_eq!(self.count, self.subs.len());
-        self.count = 0;
+        debug_assert_eq!(self.picks.len, self.subs.len());
+        let picks = std::mem::replace(&mut self.picks, Picks::new());
         let shared = Arc::new(env);
-        for sub in self.subs {
+        for (n, sub) in self.subs.iter().enumerate() {
+            let index = picks.get(n);
             let delivery = Delivery {
                 env: shared.clone(),
                 attempt: 1,
             };
-            if let Err(Delivery { env: event, .. }) =
-                sub.push(delivery, !self.from.is_me(sub.core()))
-            {
+            let reserved = !self.from.is_me(sub.core(index));
+            if let Err(Delivery { env: event, .. }) = sub.push(index, delivery, reserved) {
                 // Only an actor that stopped between our reservation and the push refuses;
                 // the others still get the event, and this one's copy is not lost.
-                let actor = sub.core().actor;
+                let core = sub.core(index);
                 tracing::error!(
-                    actor,
+                    actor = core.actor,
                     message_name = E::NAME,
                     "subscriber stopped during publish; dead-lettered"
                 );
                 dead_letters.push(NewDeadLetter {
-                    actor,
+                    actor: core.actor,
                     message: E::NAME,
                     meta: event.meta.clone(),
                     reason: Reason::Stopped,
@@ -495,7 +536,7 @@ impl<'a, E: Event> Reservation<'a, E> {
                         value: event,
                         redeliver: redeliver_event::<E>,
                     }),
-                    target: Some(sub.core().clone()),
+                    target: Some(core.clone()),
                 });
             }
         }
@@ -504,9 +545,10 @@ impl<'a, E: Event> Reservation<'a, E> {
 
 impl<E> Drop for Reservation<'_, E> {
     fn drop(&mut self) {
-        for sub in &self.subs[..self.count] {
-            if !self.from.is_me(sub.core()) {
-                sub.core().room.add_permits(1);
+        for n in 0..self.picks.len {
+            let core = self.subs[n].core(self.picks.get(n));
+            if !self.from.is_me(core) {
+                core.room.add_permits(1);
             }
         }
     }
