@@ -26,6 +26,9 @@ pub trait Message: Send + 'static {
     const NAME: &'static str;
     /// The schema version of the payload, 1 by default.
     const VERSION: u32 = 1;
+    /// How long a message of this type lives by default (`ttl = "30s"`): one not handled in
+    /// time is dead-lettered as expired. `Envelope::with_ttl` sets it per message.
+    const TTL: Option<std::time::Duration> = None;
 }
 
 /// A request to do something, handled by exactly one `#[handle]` method, which returns
@@ -229,6 +232,14 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Sets the type's default time to live if the message has none yet.
+    #[inline]
+    pub(crate) fn apply_ttl<M: Message>(&mut self) {
+        if let (Some(ttl), None) = (M::TTL, self.expires_at) {
+            self.expires_at = Some(SystemTime::now() + ttl);
+        }
+    }
+
     /// Metadata for a root message: a new id that is also its correlation id.
     pub fn new() -> Self {
         let id = MessageId::new();

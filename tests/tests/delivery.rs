@@ -441,8 +441,19 @@ struct Gate {
 #[command(reply = u32)]
 struct Work(u32);
 
+/// Expires 20 ms after it is sent unless handled by then.
+#[derive(Command, Debug)]
+#[command(reply = u32, ttl = "20ms")]
+struct Urgent(u32);
+
 #[handlers]
 impl Gate {
+    #[handle]
+    fn urgent(&mut self, cmd: Urgent) -> u32 {
+        self.handled.lock().unwrap().push(2000 + cmd.0);
+        cmd.0
+    }
+
     #[handle]
     async fn work(&mut self, cmd: Work) -> u32 {
         self.gate.acquire().await.unwrap().forget();
@@ -500,6 +511,33 @@ async fn an_expired_message_is_never_handled_and_its_sender_hears_why() {
     let letters = app.dead_letters().list();
     assert_eq!(letters.len(), 2);
     assert!(letters.iter().all(|dl| dl.reason == Reason::Expired));
+}
+
+#[tokio::test]
+async fn a_message_type_can_carry_its_own_time_to_live() {
+    assert_eq!(<Urgent as Message>::TTL, Some(Duration::from_millis(20)));
+    let (actor, gate, handled) = gate();
+    let app = App::builder().actor(actor).build().await.unwrap();
+    assert_eq!(app.send(Urgent(1)).await.unwrap(), 1, "handled in time");
+    app.tell(Work(1)).await.unwrap(); // blocks the actor
+    let late = app.send(Urgent(2));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.add_permits(1);
+    };
+    let (reply, ()) = tokio::join!(late, release);
+    assert!(
+        matches!(
+            reply,
+            Err(Error::Expired {
+                message: "Urgent",
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    app.shutdown().await.unwrap();
+    assert_eq!(*handled.lock().unwrap(), [2001, 1]);
 }
 
 #[tokio::test(start_paused = true)]

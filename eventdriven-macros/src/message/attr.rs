@@ -10,11 +10,14 @@ const REPLY: &str = "reply";
 const NAME: &str = "name";
 const VERSION: &str = "version";
 const CRATE: &str = "crate";
+const TTL: &str = "ttl";
 
 pub(crate) struct Options {
     pub(crate) reply: Option<Type>,
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<u32>,
+    /// Time to live in milliseconds.
+    pub(crate) ttl: Option<u64>,
     pub(crate) krate: Path,
 }
 
@@ -39,8 +42,8 @@ fn path_str(path: &Path) -> String {
 
 fn valid_list(kind: Kind) -> &'static str {
     match kind {
-        Kind::Event => "`name`, `version`",
-        Kind::Command | Kind::Query => "`reply`, `name`",
+        Kind::Event => "`name`, `version`, `ttl`",
+        Kind::Command | Kind::Query => "`reply`, `name`, `ttl`",
     }
 }
 
@@ -50,6 +53,7 @@ impl Options {
             reply: None,
             name: None,
             version: None,
+            ttl: None,
             krate: default_crate(),
         };
         let mut krate = None;
@@ -89,6 +93,15 @@ impl Options {
                             Ok(v) if v >= 1 => set_once(cx, &mut options.version, v, &meta.path, attr_name),
                             _ => cx.error_spanned_by(&lit, "`version` takes a positive integer (1 or more), as in `version = 2`"),
                         }
+                    } else if meta.path.is_ident(TTL) {
+                        let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                            syn::Error::new(e.span(), "`ttl` takes a duration string, as in `ttl = \"30s\"`")
+                        })?;
+                        match parse_millis(&lit.value()) {
+                            Ok(0) => cx.error_spanned_by(&lit, "`ttl` must be longer than zero"),
+                            Ok(ms) => set_once(cx, &mut options.ttl, ms, &meta.path, attr_name),
+                            Err(msg) => cx.error_spanned_by(&lit, msg),
+                        }
                     } else {
                         return Err(meta.error(format!(
                             "unknown option `{}` in `#[{attr_name}]`; expected one of: {}",
@@ -125,4 +138,28 @@ impl Options {
         }
         options
     }
+}
+
+/// `"150ms"`, `"30s"`, `"5m"`, `"1h"` in milliseconds.
+fn parse_millis(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write `100ms`, `30s`, `5m` or `1h`"))?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}`: use `ms`, `s`, `m` or `h`"
+            ))
+        }
+    };
+    Ok(n * factor)
 }

@@ -16,6 +16,10 @@ pub(crate) fn expand(input: &DeriveInput, kind: Kind, options: &Options) -> Toke
         .map(|lit| lit.value())
         .unwrap_or_else(|| ident.to_string());
     let version = options.version.unwrap_or(1);
+    let ttl = options.ttl.map(|ms| {
+        quote!(const TTL: ::core::option::Option<::core::time::Duration> =
+            ::core::option::Option::Some(::core::time::Duration::from_millis(#ms));)
+    });
 
     // Every type parameter must itself be `Send + 'static` (and `Clone + Sync` for events) for
     // the message to be; put those bounds on the impls so generic messages just work.
@@ -59,6 +63,7 @@ pub(crate) fn expand(input: &DeriveInput, kind: Kind, options: &Options) -> Toke
         impl #impl_generics #krate::Message for #ident #ty_generics #where_clause {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
+            #ttl
         }
         #kind_impl
     }

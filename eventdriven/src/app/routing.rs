@@ -192,9 +192,10 @@ impl RouteTable {
     pub(crate) async fn ask<M: Message, R: Send + 'static>(
         &self,
         to: &AskRecipient<M, R>,
-        env: Envelope<M>,
+        mut env: Envelope<M>,
         from: Sender<'_>,
     ) -> Result<R> {
+        env.meta.apply_ttl::<M>();
         let deadline = from.timeout.map(|t| (Instant::now() + t, t));
         let (tx, rx) = oneshot::channel();
         let ask = Ask {
@@ -225,9 +226,10 @@ impl RouteTable {
     pub(crate) async fn tell<M: Message, R: Send + 'static>(
         &self,
         to: &AskRecipient<M, R>,
-        env: Envelope<M>,
+        mut env: Envelope<M>,
         from: Sender<'_>,
     ) -> Result<()> {
+        env.meta.apply_ttl::<M>();
         let deadline = from.timeout.map(|t| (Instant::now() + t, t));
         let ask = Ask {
             env,
@@ -240,9 +242,10 @@ impl RouteTable {
     pub(crate) fn try_ask<M: Message, R: Send + 'static>(
         &self,
         to: &AskRecipient<M, R>,
-        env: Envelope<M>,
+        mut env: Envelope<M>,
         from: Sender<'_>,
     ) -> Result<ReplyFuture<R>, TrySendError<M>> {
+        env.meta.apply_ttl::<M>();
         let (tx, rx) = oneshot::channel();
         let ask = Ask {
             env,
@@ -263,9 +266,10 @@ impl RouteTable {
     pub(crate) fn try_tell<M: Message, R: Send + 'static>(
         &self,
         to: &AskRecipient<M, R>,
-        env: Envelope<M>,
+        mut env: Envelope<M>,
         from: Sender<'_>,
     ) -> Result<(), TrySendError<M>> {
+        env.meta.apply_ttl::<M>();
         let ask = Ask {
             env,
             reply: Reply::Ignore,
@@ -278,7 +282,12 @@ impl RouteTable {
 
     /// Publishes to every subscriber: room is reserved in all their mailboxes before any
     /// receives the event, so a publish is all-or-nothing.
-    pub(crate) async fn publish<E: Event>(&self, env: Envelope<E>, from: Sender<'_>) -> Result<()> {
+    pub(crate) async fn publish<E: Event>(
+        &self,
+        mut env: Envelope<E>,
+        from: Sender<'_>,
+    ) -> Result<()> {
+        env.meta.apply_ttl::<E>();
         let subs = self.subscribers::<E>();
         if subs.is_empty() {
             return Ok(());
@@ -312,9 +321,10 @@ impl RouteTable {
     #[allow(clippy::result_large_err)]
     pub(crate) fn try_publish<E: Event>(
         &self,
-        env: Envelope<E>,
+        mut env: Envelope<E>,
         from: Sender<'_>,
     ) -> Result<(), TrySendError<Envelope<E>>> {
+        env.meta.apply_ttl::<E>();
         let subs = self.subscribers::<E>();
         let mut held = Reservation::new(subs, from);
         for sub in subs {
