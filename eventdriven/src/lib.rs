@@ -9,7 +9,7 @@ pub mod message;
 
 pub use actor::ReplyFuture;
 pub use actor::{Actor, Context, Mailbox};
-pub use app::{ActorOptions, ActorStats, App, AppBuilder, Stats};
+pub use app::{ActorOptions, ActorStats, App, AppBuilder, Stats, IDEMPOTENCY_KEY};
 pub use delivery::{DeadLetter, DeadLetters};
 pub use error::{Error, Result, TrySendError};
 pub use message::{Command, Envelope, Event, Headers, Message, MessageId, Metadata, Query};

@@ -667,3 +667,98 @@ async fn a_shutdown_deadline_dead_letters_what_is_left_and_it_can_be_retried_lat
     let _ = gate;
     other.shutdown().await.unwrap();
 }
+
+/// Counts how often it really ran; slow enough that duplicates overlap.
+#[derive(Default)]
+struct Charger {
+    runs: u32,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = Result<u32, String>)]
+struct Charge(u32);
+
+#[handlers]
+impl Charger {
+    #[handle]
+    async fn charge(&mut self, cmd: Charge, ctx: &mut Context<Self>) -> Result<u32, String> {
+        assert!(ctx
+            .metadata()
+            .headers
+            .get(eventdriven::IDEMPOTENCY_KEY)
+            .is_some());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.runs += 1;
+        if cmd.0 == 0 {
+            return Err("declined".into());
+        }
+        Ok(self.runs * 1000 + cmd.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_duplicates_of_a_keyed_command_run_it_once() {
+    let app = App::builder()
+        .actor(Charger::default())
+        .build()
+        .await
+        .unwrap();
+    let sends = (0..100).map(|_| {
+        let app = app.clone();
+        tokio::spawn(async move { app.send_idempotent("payment-42", Charge(7)).await })
+    });
+    let mut replies = Vec::new();
+    for send in sends {
+        replies.push(send.await.unwrap().unwrap());
+    }
+    assert!(
+        replies.iter().all(|r| *r == Ok(1007)),
+        "all got the first run's reply: {replies:?}"
+    );
+    // Later repeats get the stored reply, errors included; another key runs again.
+    assert_eq!(
+        app.send_idempotent("payment-42", Charge(9)).await.unwrap(),
+        Ok(1007)
+    );
+    assert_eq!(
+        app.send_idempotent("payment-43", Charge(0)).await.unwrap(),
+        Err("declined".into())
+    );
+    assert_eq!(
+        app.send_idempotent("payment-43", Charge(5)).await.unwrap(),
+        Err("declined".into())
+    );
+    assert_eq!(
+        app.send_idempotent("payment-44", Charge(1)).await.unwrap(),
+        Ok(3001)
+    );
+    app.shutdown().await.unwrap();
+    assert_eq!(app.stats().actors[0].handled, 3, "three keys, three runs");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idempotency_key_is_forgotten_after_its_window() {
+    let app = App::builder()
+        .actor(Charger::default())
+        .idempotency_window(eventdriven::delivery::IdempotencyWindow {
+            max_ids: 10,
+            max_age: Duration::from_secs(60),
+        })
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(app.send_idempotent("k", Charge(1)).await.unwrap(), Ok(1001));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        app.send_idempotent("k", Charge(1)).await.unwrap(),
+        Ok(1001),
+        "within the window"
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        app.send_idempotent("k", Charge(1)).await.unwrap(),
+        Ok(2001),
+        "after it: runs again"
+    );
+    app.shutdown().await.unwrap();
+}

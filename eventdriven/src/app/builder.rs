@@ -14,6 +14,7 @@ use super::{App, AppInner, Config, Shared};
 use crate::actor::mailbox::{self, KeyFn, MailboxCore, StopHandle};
 use crate::actor::supervise::Factory;
 use crate::actor::{run, Actor, Context, Keys, Mailbox, Routes, Supervision};
+use crate::delivery::idempotency::IdempotentReplies;
 use crate::delivery::schedule::Scheduler;
 use crate::delivery::{
     DeadLetters, IdempotencyWindow, MemoryProcessedIds, ProcessedIds, RetryPolicy,
@@ -84,6 +85,7 @@ pub struct AppBuilder {
     retry: Option<RetryPolicy>,
     dead_letter_threshold: Option<usize>,
     processed: Option<Arc<dyn ProcessedIds>>,
+    replies_window: IdempotencyWindow,
     /// Misuse found while building (reported by `build`).
     errors: Vec<Error>,
 }
@@ -97,6 +99,7 @@ impl AppBuilder {
             retry: None,
             dead_letter_threshold: None,
             processed: None,
+            replies_window: IdempotencyWindow::default(),
             errors: Vec::new(),
         }
     }
@@ -272,8 +275,10 @@ impl AppBuilder {
         self
     }
 
-    /// The window of processed ids idempotent subscribers remember (in memory).
-    pub fn idempotency_window(self, window: IdempotencyWindow) -> Self {
+    /// The window of processed ids idempotent subscribers remember, and of replies kept for
+    /// [`App::send_idempotent`] (in memory).
+    pub fn idempotency_window(mut self, window: IdempotencyWindow) -> Self {
+        self.replies_window = window;
         self.processed_ids(MemoryProcessedIds::new(window))
     }
 
@@ -327,6 +332,7 @@ impl AppBuilder {
                 .processed
                 .unwrap_or_else(|| Arc::new(MemoryProcessedIds::new(IdempotencyWindow::default()))),
             scheduler: Arc::new(Scheduler::default()),
+            replies: IdempotentReplies::new(self.replies_window),
             accepting: AtomicBool::new(true),
             abandon: AtomicBool::new(false),
             abandon_notify: Notify::new(),

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::actor::mailbox::{MailboxCore, StopHandle};
 use crate::actor::ReplyFuture;
+use crate::delivery::idempotency::IdempotentReplies;
 use crate::delivery::schedule::Scheduler;
 use crate::delivery::{
     DeadLetterThresholdExceeded, DeadLetters, NewDeadLetter, ProcessedIds, Reason, RetryPolicy,
@@ -23,6 +24,9 @@ use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, Query};
 pub use builder::{ActorOptions, AppBuilder};
 use routing::{RouteTable, Sender};
+
+/// The header that carries a command's idempotency key (see [`App::send_idempotent`]).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Settings shared by every actor.
 pub(crate) struct Config {
@@ -39,6 +43,7 @@ pub(crate) struct Shared {
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) processed: Arc<dyn ProcessedIds>,
     pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) replies: IdempotentReplies,
     accepting: AtomicBool,
     /// Set when the shutdown deadline passed: actors stop handling, retries stop waiting.
     abandon: AtomicBool,
@@ -317,6 +322,48 @@ impl App {
                 error,
             }),
         }
+    }
+
+    /// Sends a command at most once per idempotency `key` (within the app's idempotency
+    /// window): a repeated key returns the first send's reply without running the command
+    /// again, and a duplicate sent while the first is still running waits for its reply.
+    /// A send that fails to deliver (no handler, timeout) stores nothing, so a retry runs.
+    ///
+    /// ```
+    /// use eventdriven::prelude::*;
+    ///
+    /// #[derive(Command, Debug)]
+    /// #[command(reply = u64)]
+    /// struct Charge(u64);
+    ///
+    /// #[derive(Default)]
+    /// struct Card { charged: u64 }
+    ///
+    /// #[handlers]
+    /// impl Card {
+    ///     #[handle]
+    ///     fn charge(&mut self, cmd: Charge) -> u64 { self.charged += cmd.0; self.charged }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eventdriven::Result<()> {
+    /// let app = App::builder().actor(Card::default()).build().await?;
+    /// assert_eq!(app.send_idempotent("order-17", Charge(30)).await?, 30);
+    /// assert_eq!(app.send_idempotent("order-17", Charge(30)).await?, 30, "not charged twice");
+    /// assert_eq!(app.send_idempotent("order-18", Charge(5)).await?, 35);
+    /// # app.shutdown().await
+    /// # }
+    /// ```
+    pub async fn send_idempotent<C>(&self, key: &str, command: C) -> Result<C::Reply>
+    where
+        C: Command,
+        C::Reply: Clone + Sync,
+    {
+        self.accept::<C>()?;
+        let cell = self.shared().replies.cell::<C>(key);
+        let env = Envelope::new(command).with_header(IDEMPOTENCY_KEY, key);
+        let reply = cell.get_or_try_init(|| self.send_envelope(env)).await?;
+        Ok(reply.clone())
     }
 
     /// Sends a command without waiting for its reply (the reply is dropped). Waits for mailbox

@@ -1,13 +1,16 @@
-//! Idempotent consumers: a subscriber marked `#[subscribe(idempotent)]` skips a message id it
-//! already handled successfully, within a window of ids and time.
+//! Idempotent consumers and commands: a subscriber marked `#[subscribe(idempotent)]` skips a
+//! message id it already handled successfully, and a command sent with an idempotency key
+//! runs once per key; both within a window of ids and time.
 
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::message::MessageId;
+use crate::message::{Command, MessageId};
 
 /// How long and how many processed ids are remembered per subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,5 +116,61 @@ mod tests {
         assert!(!store.contains("other", ids[1]), "per subscriber");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(!store.contains("sub", ids[2]), "evicted by age");
+    }
+}
+
+/// Replies of commands sent with an idempotency key, kept for the window: a repeated key gets
+/// the stored reply, and a concurrent duplicate waits for the first one's reply instead of
+/// running the command again. In memory; durable stores arrive with the storage backends.
+pub(crate) struct IdempotentReplies {
+    window: IdempotencyWindow,
+    entries: Mutex<Replies>,
+}
+
+type ReplyCell = Arc<dyn Any + Send + Sync>;
+
+#[derive(Default)]
+struct Replies {
+    cells: HashMap<(TypeId, String), ReplyCell>,
+    order: VecDeque<((TypeId, String), Instant)>,
+}
+
+impl IdempotentReplies {
+    pub(crate) fn new(window: IdempotencyWindow) -> Self {
+        Self {
+            window,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The reply cell of `key` for command `C`, new or shared with earlier senders.
+    pub(crate) fn cell<C: Command>(&self, key: &str) -> Arc<OnceCell<C::Reply>>
+    where
+        C::Reply: Sync,
+    {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while let Some((oldest, at)) = entries.order.front() {
+            if entries.order.len() > self.window.max_ids
+                || now.duration_since(*at) > self.window.max_age
+            {
+                let oldest = oldest.clone();
+                entries.cells.remove(&oldest);
+                entries.order.pop_front();
+            } else {
+                break;
+            }
+        }
+        let id = (TypeId::of::<C>(), key.to_owned());
+        if let Some(cell) = entries.cells.get(&id) {
+            return cell
+                .clone()
+                .downcast::<OnceCell<C::Reply>>()
+                .unwrap_or_else(|_| unreachable!("cells are keyed by the command's TypeId"));
+        }
+        let cell = Arc::new(OnceCell::new());
+        entries.cells.insert(id.clone(), cell.clone());
+        entries.order.push_back((id, now));
+        cell
     }
 }
