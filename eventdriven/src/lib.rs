@@ -30,7 +30,8 @@ pub mod prelude {
 pub mod __private {
     pub use crate::actor::item::Payload;
     pub use crate::actor::{
-        Ask, Delivery, HandlerOptions, MailboxItem, Reply, Routes, SubscribeResult,
+        sequence_key, Ask, Begin, Delivery, HandlerOptions, MailboxItem, Reply, Routes,
+        SubscribeResult,
     };
     pub use crate::delivery::{Backoff, HandlerError, RetryPolicy};
     pub use core::time::Duration;

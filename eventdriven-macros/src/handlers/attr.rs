@@ -66,10 +66,14 @@ pub(crate) struct HandlerAttrs {
     /// `(min, max)` in milliseconds.
     pub(crate) backoff: Option<(u64, u64)>,
     pub(crate) idempotent: bool,
+    /// `ordered`: a failed message holds back the later ones of its sequence.
+    pub(crate) ordered: bool,
+    /// `key = |ev: &E| ...`: the sequence of an ordered subscription (one per key).
+    pub(crate) key: Option<syn::Expr>,
 }
 
 const SUBSCRIBE_OPTIONS: &str =
-    "`retry = N`, `backoff = \"100ms..10s\"`, `dead_letter`, `idempotent`";
+    "`retry = N`, `backoff = \"100ms..10s\"`, `dead_letter`, `idempotent`, `ordered`, `key = |ev| ...`";
 
 /// Reads a marker's options, reporting unknown and duplicate ones with the valid list.
 pub(crate) fn options(cx: &Ctxt, attr: &Attribute, marker: Marker) -> HandlerAttrs {
@@ -139,6 +143,13 @@ pub(crate) fn options_with_crate(
             }
             "dead_letter" => {}
             "idempotent" => out.idempotent = true,
+            "ordered" => out.ordered = true,
+            "key" => {
+                let expr: syn::Expr = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "`key` takes a closure from the event to its key, as in `key = |ev| ev.order`")
+                })?;
+                out.key = Some(expr);
+            }
             "crate" if krate.is_some() => {
                 let lit: LitStr = meta.value()?.parse()?;
                 if let Some(slot) = krate.as_deref_mut() {
@@ -155,6 +166,12 @@ pub(crate) fn options_with_crate(
     });
     if let Err(e) = result {
         cx.syn_error(e);
+    }
+    if out.key.is_some() && !out.ordered {
+        cx.error_spanned_by(
+            attr,
+            "`key` only applies to ordered delivery: add `ordered`",
+        );
     }
     if out.backoff.is_some() && out.retry.is_none() {
         cx.error_spanned_by(

@@ -148,11 +148,25 @@ fn handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
             let outcome =
                 quote_spanned!(span=> #krate::__private::SubscribeResult::into_outcome(#invoke));
             let options = options(krate, h);
+            let p = quote!(#krate::__private);
+            let key = match (&h.attrs.key, h.attrs.ordered) {
+                (Some(key), _) => {
+                    quote!(::core::option::Option::Some(#p::sequence_key(#key, msg.event())))
+                }
+                (None, true) => quote!(::core::option::Option::Some(0)),
+                (None, false) => quote!(::core::option::Option::None),
+            };
             quote! {
                 __Mailbox::#ident(msg) => {
-                    static OPTIONS: #krate::__private::HandlerOptions = #options;
-                    if !ctx.__begin_event(&msg, &OPTIONS) {
-                        return ::core::result::Result::Ok(());
+                    static OPTIONS: #p::HandlerOptions = #options;
+                    let key: ::core::option::Option<u64> = #key;
+                    match ctx.__begin_event(&msg, &OPTIONS, key) {
+                        #p::Begin::Run => {}
+                        #p::Begin::Skip => return ::core::result::Result::Ok(()),
+                        #p::Begin::Park => {
+                            ctx.__park(__Mailbox::#ident(msg), key.unwrap_or(0), &OPTIONS);
+                            return ::core::result::Result::Ok(());
+                        }
                     }
                     #outcome
                 }

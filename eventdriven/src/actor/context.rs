@@ -2,7 +2,7 @@
 //! handled, schedule messages, and read its metadata. Also where a failed handler's message
 //! goes next: a retry after its backoff, or the dead letters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, MessageId, Metadata, Query};
 
 /// Per-handler options from the handler's attribute (`#[subscribe(retry = 3, idempotent)]`).
-/// Built by generated code as a `static`.
+/// Built by generated code as a `static`; its address identifies the subscription.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct HandlerOptions {
@@ -36,11 +36,42 @@ impl HandlerOptions {
     };
 }
 
+/// The hash of an ordered subscription's key. Used by generated code, which passes the key
+/// closure from `#[subscribe(ordered, key = ...)]` so its parameter type is inferred.
+#[doc(hidden)]
+pub fn sequence_key<E, K: std::hash::Hash>(key: impl Fn(&E) -> K, event: &E) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key(event))
+}
+
 /// The event being handled, kept so a failure can retry or dead-letter it.
 struct Inflight {
     payload: Payload,
     attempt: u32,
     options: &'static HandlerOptions,
+    /// The sequence of an `ordered` subscription the event belongs to.
+    sequence: Option<Sequence>,
+}
+
+/// One key of one ordered subscription: the handler's options (by address) and the key's hash.
+type Sequence = (usize, u64);
+
+/// A sequence whose head failed: later messages of the sequence wait behind it, in order.
+struct Blocked<M> {
+    head: MessageId,
+    parked: VecDeque<M>,
+}
+
+/// What the generated code does with an event.
+#[doc(hidden)]
+pub enum Begin {
+    /// Handle it.
+    Run,
+    /// An idempotent subscriber already handled this id.
+    Skip,
+    /// An earlier message of its sequence failed: keep it behind that one
+    /// (`Context::__park`).
+    Park,
 }
 
 /// Passed to every handler that asks for it (`ctx: &mut Context<Self>`).
@@ -60,6 +91,10 @@ pub struct Context<A: Actor> {
     retry: Option<RetryPolicy>,
     /// When each message now waiting for a retry first failed.
     first_failures: HashMap<MessageId, SystemTime>,
+    /// Sequences of ordered subscriptions whose head failed.
+    blocked: HashMap<Sequence, Blocked<A::Mailbox>>,
+    /// Messages released from a sequence, handled before the next mailbox message.
+    pub(crate) ready: VecDeque<A::Mailbox>,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -77,6 +112,8 @@ impl<A: Actor> Context<A> {
             inflight: None,
             retry,
             first_failures: HashMap::new(),
+            blocked: HashMap::new(),
+            ready: VecDeque::new(),
             _actor: PhantomData,
         }
     }
@@ -184,6 +221,9 @@ impl<A: Actor> Context<A> {
                     if inflight.options.idempotent {
                         self.shared.processed.insert(A::NAME, id);
                     }
+                    if let Some(sequence) = inflight.sequence {
+                        self.release(sequence, id);
+                    }
                 }
                 if !self.first_failures.is_empty() {
                     self.first_failures.remove(&id);
@@ -208,6 +248,14 @@ impl<A: Actor> Context<A> {
             .first_failures
             .entry(id)
             .or_insert_with(SystemTime::now);
+        if let Some(sequence) = inflight.sequence {
+            // Later messages of this sequence wait behind this one, through its retries and,
+            // if it is dead-lettered, until it is retried from the dead letters.
+            self.blocked.entry(sequence).or_insert_with(|| Blocked {
+                head: id,
+                parked: VecDeque::new(),
+            });
+        }
         let policy = inflight
             .options
             .retry
@@ -247,6 +295,29 @@ impl<A: Actor> Context<A> {
                 .await;
             }
         }
+    }
+
+    /// The head of `sequence` succeeded: what waited behind it is handled next, in order.
+    fn release(&mut self, sequence: Sequence, id: MessageId) {
+        if self.blocked.get(&sequence).is_some_and(|b| b.head == id) {
+            let blocked = self.blocked.remove(&sequence).expect("checked");
+            self.me
+                .parked
+                .fetch_sub(blocked.parked.len() as u64, Ordering::SeqCst);
+            self.me
+                .ready
+                .fetch_add(blocked.parked.len() as u64, Ordering::SeqCst);
+            self.ready.extend(blocked.parked);
+        }
+    }
+
+    /// Everything still parked behind a failed head (at the actor's end).
+    pub(crate) fn take_parked(&mut self) -> Vec<A::Mailbox> {
+        let parked: Vec<_> = self.blocked.drain().flat_map(|(_, b)| b.parked).collect();
+        self.me
+            .parked
+            .fetch_sub(parked.len() as u64, Ordering::SeqCst);
+        parked
     }
 
     /// Puts the message back into this actor's mailbox after `delay`, without taking room
@@ -343,20 +414,31 @@ impl<A: Actor> Context<A> {
     }
 
     /// Starts handling an event: copies its metadata and keeps it for a retry or the dead
-    /// letters. Returns `false` when an idempotent subscriber already handled this id.
+    /// letters. `key` is the hash of its sequence key for an `ordered` subscription.
     #[inline]
     pub fn __begin_event<E: Event>(
         &mut self,
         delivery: &Delivery<E>,
         options: &'static HandlerOptions,
-    ) -> bool {
+        key: Option<u64>,
+    ) -> Begin {
         self.meta.clone_from(&delivery.env.meta);
         self.meta.attempt = delivery.attempt;
         self.message = E::NAME;
+        self.inflight = None;
         if options.idempotent && self.shared.processed.contains(A::NAME, self.meta.id) {
             tracing::debug!(actor = A::NAME, message_name = E::NAME, id = %self.meta.id, "already handled; skipped");
-            self.inflight = None;
-            return false;
+            return Begin::Skip;
+        }
+        let sequence = key.map(|key| (options as *const HandlerOptions as usize, key));
+        if let Some(sequence) = sequence {
+            if self
+                .blocked
+                .get(&sequence)
+                .is_some_and(|b| b.head != self.meta.id)
+            {
+                return Begin::Park;
+            }
         }
         self.inflight = Some(Inflight {
             payload: Payload {
@@ -365,7 +447,18 @@ impl<A: Actor> Context<A> {
             },
             attempt: delivery.attempt,
             options,
+            sequence,
         });
-        true
+        Begin::Run
+    }
+
+    /// Keeps a message behind the failed head of its sequence (after `Begin::Park`).
+    pub fn __park(&mut self, msg: A::Mailbox, key: u64, options: &'static HandlerOptions) {
+        let sequence = (options as *const HandlerOptions as usize, key);
+        if let Some(blocked) = self.blocked.get_mut(&sequence) {
+            tracing::debug!(actor = A::NAME, message_name = self.message, id = %self.meta.id, "parked behind a failed message of its sequence");
+            self.me.parked.fetch_add(1, Ordering::SeqCst);
+            blocked.parked.push_back(msg);
+        }
     }
 }

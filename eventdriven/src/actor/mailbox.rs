@@ -65,6 +65,10 @@ pub(crate) struct MailboxCore {
     pub(crate) panics: AtomicU64,
     /// Failed messages waiting for their retry's backoff.
     pub(crate) retrying: AtomicU64,
+    /// Messages of ordered subscriptions parked behind a failed one.
+    pub(crate) parked: AtomicU64,
+    /// Messages released from a sequence and not yet handled.
+    pub(crate) ready: AtomicU64,
     /// Set by shutdown when a handler outlived the deadline and its grace: the actor drops
     /// the handler's future at its next poll and dead-letters what is left.
     abort: AtomicBool,
@@ -83,6 +87,8 @@ impl MailboxCore {
             peak: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
             abort: AtomicBool::new(false),
             waker: Mutex::new(None),
         }
@@ -129,8 +135,11 @@ impl MailboxCore {
         }
     }
 
+    /// Work the actor still owes: retries waiting for their backoff, and released messages
+    /// not yet handled. (Messages parked behind a dead-lettered one are not owed: they wait
+    /// for a person to retry the head.)
     pub(crate) fn retrying(&self) -> u64 {
-        self.retrying.load(Ordering::SeqCst)
+        self.retrying.load(Ordering::SeqCst) + self.ready.load(Ordering::SeqCst)
     }
 
     pub(crate) fn done(&self) -> u64 {
@@ -141,6 +150,13 @@ impl MailboxCore {
         // Only the actor's task writes `done`: a load and a store, no read-modify-write.
         let n = self.done.load(Ordering::Relaxed);
         self.done.store(n + 1, Ordering::Release);
+    }
+
+    /// Takes back the `done` of a message that was parked (counted done then) and is now
+    /// handled or rejected after all, so it counts once.
+    pub(crate) fn unmark_done(&self) {
+        let n = self.done.load(Ordering::Relaxed);
+        self.done.store(n - 1, Ordering::SeqCst);
     }
 }
 

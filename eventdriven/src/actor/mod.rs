@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 pub use context::Context;
 #[doc(hidden)]
-pub use context::HandlerOptions;
+pub use context::{sequence_key, Begin, HandlerOptions};
 pub use item::ReplyFuture;
 #[doc(hidden)]
 pub use item::{Ask, Delivery, MailboxItem, Reply};

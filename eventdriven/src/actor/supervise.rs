@@ -167,18 +167,27 @@ pub(crate) async fn run<A: Actor>(
 ) {
     let mut panics: VecDeque<Instant> = VecDeque::new();
     let end = loop {
-        let Some(msg) = inbox.recv().await else {
-            break End::Stopped;
+        let msg = match ctx.ready.pop_front() {
+            Some(msg) => {
+                // Released from a sequence: handled before anything newer.
+                inbox.core.unmark_done();
+                inbox.core.ready.fetch_sub(1, Ordering::SeqCst);
+                msg
+            }
+            None => match inbox.recv().await {
+                Some(msg) => msg,
+                None => break End::Stopped,
+            },
         };
         if ctx.shared.is_abandoned() {
-            reject(&ctx, msg, Reason::Shutdown).await;
+            reject(&mut ctx, msg, Reason::Shutdown).await;
             inbox.core.mark_done();
             break End::Abandoned;
         }
         let (name, meta, attempt) = A::__describe(&msg);
         if meta.expires_at.is_some() && meta.is_expired_at(SystemTime::now()) {
             tracing::warn!(actor = A::NAME, message_name = name, id = %meta.id, "expired before it was handled; dead-lettered");
-            reject(&ctx, msg, Reason::Expired).await;
+            reject(&mut ctx, msg, Reason::Expired).await;
             inbox.core.mark_done();
             continue;
         }
@@ -236,7 +245,7 @@ pub(crate) async fn run<A: Actor>(
                 ctx.settle(Err(HandlerError::panic(error.clone()))).await;
                 if stop {
                     inbox.core.mark_done();
-                    escalate(&ctx, error, panics.len() as u32).await;
+                    escalate(&mut ctx, error, panics.len() as u32).await;
                     break End::Failed;
                 }
                 inbox.core.mark_done();
@@ -250,15 +259,26 @@ pub(crate) async fn run<A: Actor>(
         End::Stopped | End::Abandoned => Reason::Shutdown,
         End::Failed => Reason::Stopped,
     };
+    for msg in ctx.take_parked() {
+        inbox.core.unmark_done();
+        reject(&mut ctx, msg, reason).await;
+        inbox.core.mark_done();
+    }
+    for msg in std::mem::take(&mut ctx.ready) {
+        inbox.core.unmark_done();
+        inbox.core.ready.fetch_sub(1, Ordering::SeqCst);
+        reject(&mut ctx, msg, reason).await;
+        inbox.core.mark_done();
+    }
     for msg in inbox.close() {
-        reject(&ctx, msg, reason).await;
+        reject(&mut ctx, msg, reason).await;
         inbox.core.mark_done();
     }
 }
 
 /// Takes a message out unhandled: its sender (if waiting) gets the error, the message goes
 /// to the dead letters.
-async fn reject<A: Actor>(ctx: &Context<A>, msg: A::Mailbox, reason: Reason) {
+async fn reject<A: Actor>(ctx: &mut Context<A>, msg: A::Mailbox, reason: Reason) {
     let error = match reason {
         Reason::Expired => Error::Expired {
             actor: A::NAME,
@@ -289,7 +309,7 @@ async fn reject<A: Actor>(ctx: &Context<A>, msg: A::Mailbox, reason: Reason) {
 }
 
 /// Stops the actor for good: no more room is handed out, and everyone hears of it.
-async fn escalate<A: Actor>(ctx: &Context<A>, error: String, panics: u32) {
+async fn escalate<A: Actor>(ctx: &mut Context<A>, error: String, panics: u32) {
     ctx.me.room.close();
     tracing::error!(actor = A::NAME, panics, "supervision stopped the actor");
     let event = ActorFailed {

@@ -228,6 +228,8 @@ pub struct ActorStats {
     pub handled: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Messages of ordered subscriptions parked behind a failed message of their key.
+    pub parked: u64,
 }
 
 /// The app's figures, from [`App::stats`].
@@ -462,6 +464,7 @@ impl App {
                     peak: core.peak(),
                     handled: core.done(),
                     panics: core.panics.load(Ordering::Relaxed),
+                    parked: core.parked.load(Ordering::Relaxed),
                 })
                 .collect(),
             dead_letters: self.dead_letters().len(),
