@@ -30,8 +30,8 @@ pub mod prelude {
 pub mod __private {
     pub use crate::actor::item::Payload;
     pub use crate::actor::{
-        sequence_key, Ask, Begin, Delivery, HandlerOptions, MailboxItem, Reply, Routes,
-        SubscribeResult,
+        catch, keep, sequence_key, Ask, AskFailure, Begin, Delivery, FailedReply, HandlerOptions,
+        MailboxItem, NeverFails, Reply, ReplyProbe, RetryableCommand, Routes, SubscribeResult,
     };
     pub use crate::delivery::{Backoff, HandlerError, RetryPolicy};
     pub use core::time::Duration;

@@ -762,3 +762,102 @@ async fn an_idempotency_key_is_forgotten_after_its_window() {
     );
     app.shutdown().await.unwrap();
 }
+
+#[derive(Command, Debug, Clone)]
+#[command(reply = Result<u32, String>)]
+struct Reserve {
+    sku: u32,
+    /// Attempts that fail before one succeeds: by returning `Err` (even) or panicking (odd).
+    failures: u32,
+}
+
+#[derive(Command, Debug, Clone)]
+#[command(reply = u32)]
+struct Tally(u32);
+
+/// A command handler with a retry policy.
+#[derive(Default)]
+struct Stock {
+    attempts: Vec<(u32, u32)>,
+}
+
+#[handlers]
+impl Stock {
+    #[handle(retry = 3, backoff = "100ms..1s")]
+    async fn reserve(&mut self, cmd: Reserve, ctx: &mut Context<Self>) -> Result<u32, String> {
+        let attempt = ctx.metadata().attempt;
+        self.attempts.push((cmd.sku, attempt));
+        if attempt <= cmd.failures {
+            if attempt % 2 == 1 {
+                panic!("reserve {} panicked on attempt {attempt}", cmd.sku);
+            }
+            return Err(format!("reserve {} failed on attempt {attempt}", cmd.sku));
+        }
+        Ok(attempt)
+    }
+
+    #[handle(retry = 1, backoff = "10ms")]
+    fn tally(&mut self, cmd: Tally) -> u32 {
+        assert_ne!(cmd.0, 0, "zero tally");
+        cmd.0
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_handler_with_a_retry_policy_retries_errors_and_panics() {
+    let app = App::builder()
+        .actor_with(
+            Stock::default(),
+            ActorOptions::new().supervision(Supervision::resume()),
+        )
+        .build()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    // Fails by panic (1) and error (2), succeeds on the third attempt: the sender waits.
+    assert_eq!(
+        app.send(Reserve {
+            sku: 1,
+            failures: 2
+        })
+        .await
+        .unwrap(),
+        Ok(3)
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= 150 * MS && waited <= 300 * MS,
+        "100 ms, then 200 ms of backoff, jittered: {waited:?}"
+    );
+    // Never succeeds: after four attempts the sender gets the last error, and it is
+    // dead-lettered with the command, so it can be retried later.
+    assert_eq!(
+        app.send(Reserve {
+            sku: 2,
+            failures: 10
+        })
+        .await
+        .unwrap(),
+        Err("reserve 2 failed on attempt 4".to_owned())
+    );
+    let letter = &app.dead_letters().list()[0];
+    assert_eq!(
+        (letter.message, letter.attempts, letter.reason),
+        ("Reserve", 4, Reason::Failed)
+    );
+    assert!(letter.can_retry());
+    // A reply that is not a `Result` fails only by panicking; after the last attempt the
+    // sender hears that it was dead-lettered.
+    assert_eq!(app.send(Tally(5)).await.unwrap(), 5);
+    let err = app.send(Tally(0)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::DeadLettered { attempts: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        app.stats().actors[0].panics,
+        1 + 2 + 2,
+        "every panic was supervised"
+    );
+    app.shutdown().await.unwrap();
+}

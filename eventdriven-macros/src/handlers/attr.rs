@@ -72,6 +72,7 @@ pub(crate) struct HandlerAttrs {
     pub(crate) key: Option<syn::Expr>,
 }
 
+const HANDLE_OPTIONS: &str = "`retry = N`, `backoff = \"100ms..10s\"`";
 const SUBSCRIBE_OPTIONS: &str =
     "`retry = N`, `backoff = \"100ms..10s\"`, `dead_letter`, `idempotent`, `ordered`, `key = |ev| ...`";
 
@@ -102,7 +103,7 @@ pub(crate) fn options_with_crate(
             );
             return out;
         }
-        syn::Meta::List(list) if marker != Marker::Subscribe => {
+        syn::Meta::List(list) if marker == Marker::Query => {
             cx.error_spanned_by(
                 &list.tokens,
                 format!(
@@ -122,10 +123,19 @@ pub(crate) fn options_with_crate(
             .get_ident()
             .map(ToString::to_string)
             .unwrap_or_else(|| quote::quote!(path).to_string());
+        let attr_name = marker.name();
         if seen.contains(&name) {
-            return Err(meta.error(format!("duplicate option `{name}` in `#[subscribe]`: give it once")));
+            return Err(meta.error(format!("duplicate option `{name}` in `#[{attr_name}]`: give it once")));
         }
         seen.push(name.clone());
+        let valid = match marker {
+            Marker::Handle => HANDLE_OPTIONS,
+            _ => SUBSCRIBE_OPTIONS,
+        };
+        let allowed = marker == Marker::Subscribe || matches!(name.as_str(), "retry" | "backoff");
+        if !allowed {
+            return Err(meta.error(format!("unknown option `{name}` in `#[{attr_name}]`; expected one of: {valid}")));
+        }
         match name.as_str() {
             "retry" => {
                 let lit: syn::LitInt = meta.value()?.parse().map_err(|e| {
@@ -158,7 +168,7 @@ pub(crate) fn options_with_crate(
             }
             _ => {
                 return Err(meta.error(format!(
-                    "unknown option `{name}` in `#[subscribe]`; expected one of: {SUBSCRIBE_OPTIONS}"
+                    "unknown option `{name}` in `#[{attr_name}]`; expected one of: {valid}"
                 )))
             }
         }

@@ -126,6 +126,7 @@ fn handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
     };
     let span = h.output_span();
     match h.marker {
+        Marker::Handle if h.attrs.retry.is_some() => retrying_handle_arm(krate, h, call),
         Marker::Handle | Marker::Query => {
             let kind = if h.marker == Marker::Handle {
                 quote!(Command)
@@ -193,4 +194,59 @@ fn options(krate: &Path, h: &Handler) -> TokenStream {
     };
     let idempotent = h.attrs.idempotent;
     quote!(#p::HandlerOptions { retry: #retry, idempotent: #idempotent })
+}
+
+/// The arm of a `#[handle(retry = N)]`: keeps a copy of the command and the reply slot
+/// outside the handler, so a failure (an `Err` reply or a panic) can be retried.
+fn retrying_handle_arm(krate: &Path, h: &Handler, call: Call) -> TokenStream {
+    let (ident, ty) = (&h.ident, &h.message);
+    let p = quote!(#krate::__private);
+    let args = if h.has_ctx {
+        quote!(message, ctx)
+    } else {
+        quote!(message)
+    };
+    let invoke = match call {
+        Call::Method => quote!(self.#ident(#args)),
+        Call::Free => quote!(Self::call(#args)),
+    };
+    let future = if h.is_async {
+        invoke
+    } else {
+        quote!(async { #invoke })
+    };
+    let span = h.output_span();
+    let bind = quote_spanned!(span=> let value: <#ty as #krate::Command>::Reply = value;);
+    let ty_span = syn::spanned::Spanned::span(ty);
+    let keep = quote_spanned!(ty_span=> let copy: #ty = #p::keep::<#ty>(&message););
+    let options = options(krate, h);
+    quote! {
+        __Mailbox::#ident(msg) => {
+            static OPTIONS: #p::HandlerOptions = #options;
+            let attempt = #p::MailboxItem::attempt(&msg);
+            let (message, reply) = ctx.__begin_ask(msg);
+            #keep
+            match #p::catch(#future).await {
+                ::core::result::Result::Ok(value) => {
+                    #bind
+                    #[allow(unused_imports)]
+                    use #p::{FailedReply as _, NeverFails as _};
+                    match (&#p::ReplyProbe(&value)).failure() {
+                        ::core::option::Option::None => {
+                            reply.send(value);
+                            ::core::result::Result::Ok(())
+                        }
+                        ::core::option::Option::Some(error) => ctx.__ask_failed(
+                            #p::AskFailure::Returned { error, value },
+                            copy, reply, attempt, &OPTIONS, __Mailbox::#ident,
+                        ),
+                    }
+                }
+                ::core::result::Result::Err(panic) => ctx.__ask_failed(
+                    #p::AskFailure::Panicked(panic),
+                    copy, reply, attempt, &OPTIONS, __Mailbox::#ident,
+                ),
+            }
+        }
+    }
 }

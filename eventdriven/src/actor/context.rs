@@ -8,14 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::item::{redeliver_event, Ask, Delivery, Payload, Reply};
-use super::mailbox::MailboxCore;
+use super::item::{redeliver_ask, redeliver_event, Ask, Delivery, Parked, Payload, Reply};
+use super::mailbox::{MailboxCore, Slot};
 use super::Actor;
 use crate::app::routing::Sender;
 use crate::app::Shared;
 use crate::delivery::{HandlerError, NewDeadLetter, Reason, RetryPolicy, Scheduled};
 use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, MessageId, Metadata, Query};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Per-handler options from the handler's attribute (`#[subscribe(retry = 3, idempotent)]`).
 /// Built by generated code as a `static`; its address identifies the subscription.
@@ -34,6 +35,69 @@ impl HandlerOptions {
         retry: None,
         idempotent: false,
     };
+}
+
+/// How a command handler with a retry policy failed. Used by generated code.
+#[doc(hidden)]
+pub enum AskFailure<R> {
+    /// It returned an `Err` reply (its text is `error`).
+    Returned {
+        /// The error's text.
+        error: String,
+        /// The reply, which goes to the sender if no retry follows.
+        value: R,
+    },
+    /// It panicked.
+    Panicked(String),
+}
+
+/// Tells an `Err` reply from an `Ok` one, for command handlers with a retry policy: a
+/// `Result` reply with an `Err` is a failure; any other reply never is. Generated code calls
+/// `(&ReplyProbe(&value)).failure()`, which resolves to [`FailedReply`] for `Result`s and to
+/// [`NeverFails`] otherwise.
+#[doc(hidden)]
+pub struct ReplyProbe<'a, R>(pub &'a R);
+
+/// See [`ReplyProbe`].
+#[doc(hidden)]
+pub trait FailedReply {
+    /// The error's text, if the reply is an `Err`.
+    fn failure(&self) -> Option<String>;
+}
+
+impl<T, E: std::fmt::Display> FailedReply for ReplyProbe<'_, std::result::Result<T, E>> {
+    fn failure(&self) -> Option<String> {
+        self.0.as_ref().err().map(|e| format!("{e:#}"))
+    }
+}
+
+/// See [`ReplyProbe`].
+#[doc(hidden)]
+pub trait NeverFails {
+    /// Never a failure.
+    fn failure(&self) -> Option<String>;
+}
+
+impl<R> NeverFails for &ReplyProbe<'_, R> {
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Checks that a command whose handler retries can be kept for the retry.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Clone` for its handler to retry it",
+    label = "not `Clone`",
+    note = "a retried command is handled again from a copy: derive `Clone`, or drop `retry` from `#[handle]`"
+)]
+pub trait RetryableCommand: Clone {}
+impl<C: Clone> RetryableCommand for C {}
+
+/// A copy of a command kept for a retry.
+#[doc(hidden)]
+pub fn keep<C: RetryableCommand>(command: &C) -> C {
+    command.clone()
 }
 
 /// The hash of an ordered subscription's key. Used by generated code, which passes the key
@@ -95,6 +159,8 @@ pub struct Context<A: Actor> {
     blocked: HashMap<Sequence, Blocked<A::Mailbox>>,
     /// Messages released from a sequence, handled before the next mailbox message.
     pub(crate) ready: VecDeque<A::Mailbox>,
+    /// This actor's own queue, for command retries.
+    self_tx: UnboundedSender<Slot<A::Mailbox>>,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -102,6 +168,7 @@ impl<A: Actor> Context<A> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         me: Arc<MailboxCore>,
+        self_tx: UnboundedSender<Slot<A::Mailbox>>,
         retry: Option<RetryPolicy>,
     ) -> Self {
         Self {
@@ -114,6 +181,7 @@ impl<A: Actor> Context<A> {
             first_failures: HashMap::new(),
             blocked: HashMap::new(),
             ready: VecDeque::new(),
+            self_tx,
             _actor: PhantomData,
         }
     }
@@ -216,6 +284,7 @@ impl<A: Actor> Context<A> {
         let inflight = self.inflight.take();
         let id = self.meta.id;
         let error = match outcome {
+            Err(error) if error.settled => return,
             Ok(()) => {
                 if let Some(inflight) = inflight {
                     if inflight.options.idempotent {
@@ -295,6 +364,61 @@ impl<A: Actor> Context<A> {
                 .await;
             }
         }
+    }
+
+    /// Puts `msg` back into this actor's own queue after `delay` (no room taken: it was
+    /// accepted once). Counted as pending until then; the shutdown deadline cuts it short and
+    /// the message goes to the dead letters.
+    fn schedule_own(&self, msg: A::Mailbox, delay: Duration) {
+        let shared = self.shared.clone();
+        let me = self.me.clone();
+        let tx = self.self_tx.clone();
+        me.retrying.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shared.abandoned() => {}
+            }
+            let rejected = if shared.is_abandoned() {
+                Some((msg, Reason::Shutdown))
+            } else {
+                me.count_push();
+                match tx.send(Slot::Msg {
+                    msg,
+                    reserved: false,
+                }) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        me.uncount_push();
+                        match e.0 {
+                            Slot::Msg { msg, .. } => Some((msg, Reason::Stopped)),
+                            Slot::Stop => None,
+                        }
+                    }
+                }
+            };
+            if let Some((msg, reason)) = rejected {
+                let error = Error::Stopped {
+                    actor: A::NAME,
+                    message: A::__describe(&msg).0,
+                };
+                let text = format!("retry not delivered: {error}");
+                let (message, meta, payload) = A::__reject(msg, error);
+                shared
+                    .dead_letter(NewDeadLetter {
+                        actor: A::NAME,
+                        message,
+                        meta,
+                        reason,
+                        error: text,
+                        first_failure: None,
+                        target: payload.as_ref().map(|_| me.clone()),
+                        payload,
+                    })
+                    .await;
+            }
+            me.retrying.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
     /// The head of `sequence` succeeded: what waited behind it is handled next, in order.
@@ -450,6 +574,79 @@ impl<A: Actor> Context<A> {
             sequence,
         });
         Begin::Run
+    }
+
+    /// A command handler with a retry policy failed (returned `Err` or panicked): retries it
+    /// after the backoff with the same reply slot, or dead-letters it and answers the sender
+    /// (with the handler's own `Err`, or `Error::DeadLettered` after a panic).
+    pub fn __ask_failed<C: Command>(
+        &mut self,
+        failure: AskFailure<C::Reply>,
+        command: C,
+        reply: Reply<C::Reply>,
+        attempt: u32,
+        options: &'static HandlerOptions,
+        wrap: fn(Ask<C, C::Reply>) -> A::Mailbox,
+    ) -> std::result::Result<(), HandlerError> {
+        let (error, panicked) = match &failure {
+            AskFailure::Returned { error, .. } => (HandlerError::text(error.clone()), false),
+            AskFailure::Panicked(text) => (HandlerError::panic(text.clone()), true),
+        };
+        let policy = options.retry.as_ref().or(self.retry.as_ref()).or(self
+            .shared
+            .config
+            .retry
+            .as_ref());
+        let mut meta = self.meta.clone();
+        if let Some(delay) = policy.and_then(|p| p.next_delay(attempt, &error)) {
+            tracing::warn!(actor = A::NAME, message_name = C::NAME, id = %meta.id, attempt, ?delay, error = %error, "command handler failed; retrying after the backoff");
+            meta.attempt = attempt + 1;
+            let msg = wrap(Ask {
+                env: Envelope::with_meta(command, meta),
+                reply,
+            });
+            self.schedule_own(msg, delay);
+        } else {
+            tracing::error!(actor = A::NAME, message_name = C::NAME, id = %meta.id, attempts = attempt, error = %error, "command handler failed; dead-lettered");
+            meta.attempt = attempt;
+            let text = error.message().to_owned();
+            let payload = Payload {
+                value: Arc::new(Parked::new(Envelope::with_meta(command, meta.clone()))),
+                redeliver: redeliver_ask::<C, C::Reply>,
+            };
+            match failure {
+                AskFailure::Returned { value, .. } => reply.send(value),
+                AskFailure::Panicked(_) => reply.fail(Error::DeadLettered {
+                    actor: A::NAME,
+                    message: C::NAME,
+                    attempts: attempt,
+                    error: text.clone(),
+                }),
+            }
+            let letter = NewDeadLetter {
+                actor: A::NAME,
+                message: C::NAME,
+                meta,
+                reason: if panicked {
+                    Reason::Panicked
+                } else {
+                    Reason::Failed
+                },
+                error: text,
+                first_failure: None,
+                payload: Some(payload),
+                target: Some(self.me.clone()),
+            };
+            if let Some(crossed) = self.shared.dead_letters.push(letter) {
+                self.shared.threshold_crossed(crossed);
+            }
+        }
+        if panicked {
+            let mut settled = error;
+            settled.settled = true;
+            return Err(settled);
+        }
+        Ok(())
     }
 
     /// Keeps a message behind the failed head of its sequence (after `Begin::Park`).

@@ -146,6 +146,16 @@ impl MailboxCore {
         self.done.load(Ordering::Acquire)
     }
 
+    /// Counts a message pushed around the ports (a command's retry).
+    pub(crate) fn count_push(&self) {
+        self.pushed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes back [`count_push`](Self::count_push) when the push failed.
+    pub(crate) fn uncount_push(&self) {
+        self.pushed.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub(crate) fn mark_done(&self) {
         // Only the actor's task writes `done`: a load and a store, no read-modify-write.
         let n = self.done.load(Ordering::Relaxed);

@@ -18,11 +18,16 @@ use tokio::sync::mpsc::UnboundedSender;
 
 pub use context::Context;
 #[doc(hidden)]
-pub use context::{sequence_key, Begin, HandlerOptions};
+pub use context::{
+    keep, sequence_key, AskFailure, Begin, FailedReply, HandlerOptions, NeverFails, ReplyProbe,
+    RetryableCommand,
+};
 pub use item::ReplyFuture;
 #[doc(hidden)]
 pub use item::{Ask, Delivery, MailboxItem, Reply};
 pub use mailbox::Mailbox;
+#[doc(hidden)]
+pub use supervise::catch;
 pub(crate) use supervise::run;
 pub use supervise::{ActorFailed, OnPanic, Supervision};
 

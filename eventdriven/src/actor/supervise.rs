@@ -146,6 +146,65 @@ async fn guard<F: Future>(fut: F, core: &MailboxCore) -> Ran<F::Output> {
     .await
 }
 
+/// Applies a supervision policy to panics, counting them in the intensity window.
+struct Supervisor<A> {
+    policy: Supervision,
+    factory: Option<Factory<A>>,
+    panics: VecDeque<Instant>,
+}
+
+impl<A: Actor> Supervisor<A> {
+    /// Restarts or resumes `actor` after a panic; `true` when it must stop instead.
+    fn on_panic(&mut self, actor: &mut A, ctx: &Context<A>, error: &str) -> bool {
+        ctx.me.panics.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        self.panics.push_back(now);
+        let over_limit = self.policy.intensity.is_some_and(|(max, window)| {
+            while self
+                .panics
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                self.panics.pop_front();
+            }
+            self.panics.len() > max as usize
+        });
+        let stop = over_limit || self.policy.on_panic == OnPanic::Stop;
+        let restarted = !stop && self.policy.on_panic == OnPanic::Restart && self.factory.is_some();
+        if let (true, Some(make)) = (restarted, &self.factory) {
+            *actor = make();
+        }
+        tracing::error!(
+            actor = A::NAME,
+            message_name = ctx.message,
+            id = %ctx.meta.id,
+            correlation_id = %ctx.meta.correlation_id,
+            restarted,
+            stopping = stop,
+            "{error}"
+        );
+        stop
+    }
+}
+
+/// Polls a future, turning a panic inside it into `Err` with the panic's text. Used by
+/// generated code for command handlers with a retry policy, which must keep the command and
+/// its reply slot across a panic.
+#[doc(hidden)]
+pub async fn catch<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = pin!(fut);
+    poll_fn(
+        move |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                Poll::Ready(Err(format!("handler panicked: {}", panic_text(&*payload))))
+            }
+        },
+    )
+    .await
+}
+
 /// How the loop ended.
 enum End {
     /// Shutdown's `Stop` arrived after the mailboxes drained.
@@ -165,7 +224,11 @@ pub(crate) async fn run<A: Actor>(
     factory: Option<Factory<A>>,
     supervision: Supervision,
 ) {
-    let mut panics: VecDeque<Instant> = VecDeque::new();
+    let mut supervisor = Supervisor {
+        policy: supervision,
+        factory,
+        panics: VecDeque::new(),
+    };
     let end = loop {
         let msg = match ctx.ready.pop_front() {
             Some(msg) => {
@@ -211,49 +274,27 @@ pub(crate) async fn run<A: Actor>(
                 inbox.core.mark_done();
                 break End::Abandoned;
             }
-            Ran::Panicked(payload) => {
-                let error = format!("handler panicked: {}", panic_text(&*payload));
-                inbox.core.panics.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                panics.push_back(now);
-                let over_limit = supervision.intensity.is_some_and(|(max, window)| {
-                    while panics
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > window)
-                    {
-                        panics.pop_front();
-                    }
-                    panics.len() > max as usize
-                });
-                let stop = over_limit || supervision.on_panic == OnPanic::Stop;
-                let restarted =
-                    !stop && supervision.on_panic == OnPanic::Restart && factory.is_some();
-                if restarted {
-                    actor = factory
-                        .as_ref()
-                        .map_or_else(|| unreachable!("checked"), |make| make());
-                }
-                tracing::error!(
-                    actor = A::NAME,
-                    message_name = ctx.message,
-                    id = %ctx.meta.id,
-                    correlation_id = %ctx.meta.correlation_id,
-                    restarted,
-                    stopping = stop,
-                    "{error}"
-                );
-                ctx.settle(Err(HandlerError::panic(error.clone()))).await;
-                if stop {
-                    inbox.core.mark_done();
-                    escalate(&mut ctx, error, panics.len() as u32).await;
-                    break End::Failed;
-                }
-                inbox.core.mark_done();
-                continue;
+            Ran::Panicked(payload) => Err(HandlerError::panic(format!(
+                "handler panicked: {}",
+                panic_text(&*payload)
+            ))),
+        };
+        let stop = match &outcome {
+            Err(error) if error.panicked() => {
+                supervisor.on_panic(&mut actor, &ctx, error.message())
             }
+            _ => false,
+        };
+        let panic_text = match (&outcome, stop) {
+            (Err(error), true) => Some(error.message().to_owned()),
+            _ => None,
         };
         ctx.settle(outcome).await;
         inbox.core.mark_done();
+        if let Some(error) = panic_text {
+            escalate(&mut ctx, error, supervisor.panics.len() as u32).await;
+            break End::Failed;
+        }
     };
     let reason = match end {
         End::Stopped | End::Abandoned => Reason::Shutdown,

@@ -397,11 +397,12 @@ fn member<A: Actor>(
 ) -> Wired {
     let (retry, supervision) = (options.retry.clone(), options.supervision);
     let launch_core = core.clone();
+    let self_tx = tx.clone();
     Wired {
         core,
         stop: mailbox::stop_handle::<A>(tx),
         launch: Box::new(move |shared: &Arc<Shared>| {
-            let ctx = Context::new(shared.clone(), launch_core, retry);
+            let ctx = Context::new(shared.clone(), launch_core, self_tx, retry);
             tokio::spawn(run(actor, inbox, ctx, factory, supervision))
         }),
     }

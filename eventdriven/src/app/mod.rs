@@ -17,8 +17,8 @@ use crate::actor::ReplyFuture;
 use crate::delivery::idempotency::IdempotentReplies;
 use crate::delivery::schedule::Scheduler;
 use crate::delivery::{
-    DeadLetterThresholdExceeded, DeadLetters, NewDeadLetter, ProcessedIds, Reason, RetryPolicy,
-    Scheduled,
+    Crossed, DeadLetterThresholdExceeded, DeadLetters, NewDeadLetter, ProcessedIds, Reason,
+    RetryPolicy, Scheduled,
 };
 use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, Query};
@@ -74,6 +74,14 @@ impl Shared {
     /// count just passed the threshold.
     pub(crate) async fn dead_letter(&self, letter: NewDeadLetter) {
         if let Some(crossed) = self.dead_letters.push(letter) {
+            self.threshold_crossed(crossed);
+        }
+    }
+
+    /// Publishes [`DeadLetterThresholdExceeded`] (without waiting: an alert must not block
+    /// the actor whose message just failed).
+    pub(crate) fn threshold_crossed(&self, crossed: Crossed) {
+        {
             tracing::warn!(
                 actor = crossed.actor,
                 count = crossed.count,
@@ -85,7 +93,6 @@ impl Shared {
                 count: crossed.count,
                 threshold: crossed.threshold,
             };
-            // Without waiting: an alert must not block the actor whose message just failed.
             if let Err(e) = self
                 .routes
                 .try_publish(Envelope::new(event), Sender::OUTSIDE)

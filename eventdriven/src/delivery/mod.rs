@@ -6,7 +6,7 @@ pub(crate) mod idempotency;
 mod retry;
 pub(crate) mod schedule;
 
-pub(crate) use dead_letter::NewDeadLetter;
+pub(crate) use dead_letter::{Crossed, NewDeadLetter};
 pub use dead_letter::{DeadLetter, DeadLetterThresholdExceeded, DeadLetters, Filter, Reason};
 pub use idempotency::{IdempotencyWindow, MemoryProcessedIds, ProcessedIds};
 pub use retry::{parse_duration, Backoff, HandlerError, RetryPolicy};

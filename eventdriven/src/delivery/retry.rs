@@ -16,6 +16,9 @@ pub struct HandlerError {
     message: String,
     error: Option<Box<dyn Any + Send>>,
     panicked: bool,
+    /// Already retried or dead-lettered by the handler's own arm (a command handler with a
+    /// retry policy): the runtime only applies supervision.
+    pub(crate) settled: bool,
 }
 
 impl HandlerError {
@@ -25,6 +28,17 @@ impl HandlerError {
             message: format!("{error:#}"),
             error: Some(Box::new(error)),
             panicked: false,
+            settled: false,
+        }
+    }
+
+    /// An error known by its text only (a command's `Err` reply, which goes to its sender).
+    pub(crate) fn text(message: String) -> Self {
+        Self {
+            message,
+            error: None,
+            panicked: false,
+            settled: false,
         }
     }
 
@@ -34,6 +48,7 @@ impl HandlerError {
             message,
             error: None,
             panicked: true,
+            settled: false,
         }
     }
 
