@@ -788,7 +788,7 @@ impl Stock {
         let attempt = ctx.metadata().attempt;
         self.attempts.push((cmd.sku, attempt));
         if attempt <= cmd.failures {
-            if attempt % 2 == 1 {
+            if !attempt.is_multiple_of(2) {
                 panic!("reserve {} panicked on attempt {attempt}", cmd.sku);
             }
             return Err(format!("reserve {} failed on attempt {attempt}", cmd.sku));

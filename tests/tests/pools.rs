@@ -32,7 +32,7 @@ struct Teller {
 impl Teller {
     #[subscribe]
     async fn on_deposit(&mut self, ev: &Deposit) {
-        if ev.seq % 7 == 0 {
+        if ev.seq.is_multiple_of(7) {
             tokio::task::yield_now().await; // let the instances interleave
         }
         self.seen

@@ -85,16 +85,19 @@ pub trait Actor: Sized + Send + 'static {
 /// Partition keys of a pool, per message type: `KeyFn<M>` under `TypeId::of::<M>()`.
 pub(crate) type Keys = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 
+/// One mailbox's shared part and sending side.
+pub(crate) type Member<A> = (
+    Arc<mailbox::MailboxCore>,
+    UnboundedSender<mailbox::Slot<<A as Actor>::Mailbox>>,
+);
+
 /// Collects the routes of one actor (or one pool of actors) while the app is built. Used by
 /// generated code.
 #[doc(hidden)]
 pub struct Routes<'a, A: Actor> {
     pub(crate) table: &'a mut TableBuilder,
     /// One mailbox for an actor, one per instance for a pool.
-    pub(crate) members: Vec<(
-        Arc<mailbox::MailboxCore>,
-        UnboundedSender<mailbox::Slot<A::Mailbox>>,
-    )>,
+    pub(crate) members: Vec<Member<A>>,
     /// `Some` for a pool.
     pub(crate) keys: Option<&'a Keys>,
 }
