@@ -8,6 +8,7 @@
 mod ctxt;
 mod handlers;
 mod message;
+mod respan;
 mod subscribe_fn;
 
 use proc_macro::TokenStream;

@@ -9,26 +9,34 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{FnArg, ItemFn, Type};
+use syn::{FnArg, ItemFn, Path, Signature, Type};
 
 use crate::ctxt::Ctxt;
 use crate::handlers::ast::Handler;
 use crate::handlers::attr::{options_with_crate, Marker};
 use crate::handlers::expand::{self, Call};
+use crate::handlers::fallback;
 
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut item = match syn::parse2::<ItemFn>(input.clone()) {
         Ok(item) => item,
         Err(_) => {
             let e = syn::Error::new(
-                proc_macro2::Span::call_site(),
+                fallback::item_span(&input),
                 "`#[subscribe]` goes on a free function taking `&Event`, or on a method inside an impl block marked `#[handlers]`",
             );
-            let mut out = e.to_compile_error();
-            out.extend(input);
-            return out;
+            return fallback::with_error(e, input);
         }
     };
+    // A method: most likely in an impl block that lacks `#[handlers]`. Emit it unchanged, which
+    // is valid there (a unit struct and its impl, emitted below for a free function, are not).
+    if let Some(FnArg::Receiver(recv)) = item.sig.inputs.first() {
+        let e = syn::Error::new_spanned(
+            recv,
+            "`#[subscribe]` on a method needs `#[handlers]` on its impl block: add `#[handlers]` above the `impl` (a free `#[subscribe]` function takes no `self`)",
+        );
+        return fallback::with_error(e, input);
+    }
     let cx = Ctxt::new();
     let attr: syn::Attribute = syn::parse_quote!(#[subscribe(#args)]);
     let mut krate = None;
@@ -39,14 +47,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     let krate = krate.unwrap_or_else(crate::ctxt::default_crate);
     let handler = Handler::from_sig(&cx, Marker::Subscribe, &item.sig, true, options);
-    if let Err(e) = cx.check() {
-        let mut out = e.to_compile_error();
-        out.extend(quote!(#item));
-        return out;
-    }
-    let Some(handler) = handler else {
-        unreachable!("from_sig reports an error whenever it returns None")
-    };
+    let errors = cx.check().err();
 
     let name = item.sig.ident.clone();
     let vis = item.vis.clone();
@@ -55,19 +56,14 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         .iter()
         .filter(|a| a.path().is_ident("doc"))
         .collect();
-    // The context belongs to the generated actor, whatever the user wrote after `Context`.
-    if handler.has_ctx {
-        if let Some(FnArg::Typed(ctx)) = item.sig.inputs.iter_mut().nth(1) {
-            if let Type::Reference(r) = &mut *ctx.ty {
-                *r.elem = syn::parse_quote!(#krate::Context<#name>);
-            }
-        }
-    }
+    rewrite_context(&mut item.sig, &krate, &name);
     item.sig.ident = syn::Ident::new("call", name.span());
     item.vis = syn::parse_quote!(pub);
     let self_ty: Type = syn::parse_quote!(#name);
-    let actor = expand::actor(&krate, &self_ty, std::slice::from_ref(&handler), Call::Free);
-    quote! {
+    // On error, an actor without handlers stands in, so that `.subscriber(name)` compiles.
+    let handlers: Vec<Handler> = handler.into_iter().filter(|_| errors.is_none()).collect();
+    let actor = expand::actor(&krate, &self_ty, &handlers, Call::Free);
+    let out = quote! {
         #(#docs)*
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug, Default)]
@@ -79,5 +75,25 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         }
 
         #actor
+    };
+    match errors {
+        None => out,
+        Some(e) => fallback::with_error(e, out),
+    }
+}
+
+/// The context belongs to the generated actor, whatever the user wrote after `Context`
+/// (`&mut Context`, `&mut Context<Self>`).
+fn rewrite_context(sig: &mut Signature, krate: &Path, name: &syn::Ident) {
+    for arg in sig.inputs.iter_mut() {
+        let FnArg::Typed(arg) = arg else { continue };
+        let Type::Reference(r) = &mut *arg.ty else {
+            continue;
+        };
+        let is_context = matches!(&*r.elem, Type::Path(p)
+            if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Context"));
+        if r.mutability.is_some() && is_context {
+            *r.elem = syn::parse_quote!(#krate::Context<#name>);
+        }
     }
 }

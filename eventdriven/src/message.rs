@@ -46,7 +46,7 @@ pub trait Message: Send + 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a command: add `#[derive(Command)]` to its definition",
     label = "not a command",
-    note = "commands go to one handler with `send`/`tell`; events are published with `publish`, queries asked with `query`"
+    note = "commands are sent with `send`/`tell` to one `#[handle]` method; events are published with `publish` to `#[subscribe]` methods, queries asked with `query` of a `#[query]` method"
 )]
 pub trait Command: Message {
     /// What the handler returns to the sender; `()` by default.
@@ -70,7 +70,7 @@ pub trait Command: Message {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event: add `#[derive(Event)]` to its definition",
     label = "not an event",
-    note = "events are facts published with `publish` and received by `#[subscribe]` methods"
+    note = "events are published with `publish` to `#[subscribe]` methods; commands are sent with `send`/`tell` to a `#[handle]` method, queries asked with `query` of a `#[query]` method"
 )]
 pub trait Event: Message + Clone + Sync {}
 
@@ -79,7 +79,7 @@ pub trait Event: Message + Clone + Sync {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a query: add `#[derive(Query)]` to its definition",
     label = "not a query",
-    note = "queries are asked with `query` and answered by `#[query]` methods"
+    note = "queries are asked with `query` and answered by one `#[query]` method; commands are sent with `send`/`tell` to a `#[handle]` method, events published with `publish` to `#[subscribe]` methods"
 )]
 pub trait Query: Message {
     /// What the handler returns; `()` by default.

@@ -41,6 +41,15 @@ impl Handler {
         })
     }
 
+    /// The declared return type, `()` when there is none (for an `async fn`, the future's
+    /// output).
+    pub(crate) fn ret(&self) -> Type {
+        match &self.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => syn::parse_quote_spanned!(self.ident.span()=> ()),
+        }
+    }
+
     /// Where a wrong return type is reported: the return type, or the name if there is none.
     pub(crate) fn output_span(&self) -> Span {
         match &self.output {
@@ -52,38 +61,54 @@ impl Handler {
     /// Removes the markers from `item`'s methods and reads the handlers they mark.
     pub(crate) fn take_all(cx: &Ctxt, item: &mut ItemImpl) -> Vec<Handler> {
         let mut handlers = Vec::new();
+        let mut marked = false;
         for impl_item in &mut item.items {
             let ImplItem::Fn(method) = impl_item else {
                 continue;
             };
             let mut marker = None;
             let mut options = attr::HandlerAttrs::default();
+            let mut conflict = false;
             method.attrs.retain(|a| match Marker::of(a) {
                 Some(m) => {
-                    if let Some(first) = marker {
-                        cx.error_spanned_by(
+                    match marker {
+                        None => {
+                            marker = Some(m);
+                            options = attr::options(cx, a, m);
+                        }
+                        Some(first) if first == m => cx.error_spanned_by(
                             a,
-                            format!(
-                                "a method has one role: it is already marked `#[{}]`; remove `#[{}]`",
-                                Marker::name(first),
-                                m.name()
-                            ),
-                        );
-                    } else {
-                        marker = Some(m);
-                        options = attr::options(cx, a, m);
+                            format!("`#[{}]` is given twice: remove one", m.name()),
+                        ),
+                        Some(first) => {
+                            cx.error_spanned_by(
+                                a,
+                                format!(
+                                    "a method has one role, but this one is marked both `#[{}]` and `#[{}]`: keep the one for its message (`#[handle]` for a command, `#[subscribe]` for an event, `#[query]` for a query)",
+                                    first.name(),
+                                    m.name()
+                                ),
+                            );
+                            conflict = true;
+                        }
                     }
                     false
                 }
                 None => true,
             });
             if let Some(marker) = marker {
+                marked = true;
+                // With two roles, either one would add errors about the message's kind.
+                if conflict {
+                    continue;
+                }
                 if let Some(handler) = Handler::from_sig(cx, marker, &method.sig, false, options) {
                     handlers.push(handler);
                 }
             }
         }
-        if handlers.is_empty() && item.trait_.is_none() {
+        // Only when nothing is marked: a marked method with a bad signature has its own error.
+        if !marked && item.trait_.is_none() {
             cx.error_spanned_by(
                 &item.self_ty,
                 "`#[handlers]` found no `#[handle]`, `#[subscribe]` or `#[query]` method in this impl block: mark at least one",

@@ -37,12 +37,14 @@ impl Marker {
         }
     }
 
-    /// An example signature, for advice.
-    pub(crate) fn example(self) -> &'static str {
-        match self {
-            Marker::Handle => "fn place(&mut self, cmd: PlaceOrder, ctx: &mut Context<Self>) -> <PlaceOrder as Command>::Reply",
-            Marker::Subscribe => "fn on_placed(&mut self, ev: &OrderPlaced, ctx: &mut Context<Self>)",
-            Marker::Query => "fn get(&self, q: GetOrder) -> <GetOrder as Query>::Reply",
+    /// An example signature for a handler named `name`, for advice; `free` for a free
+    /// `#[subscribe]` function.
+    pub(crate) fn example(self, name: &syn::Ident, free: bool) -> String {
+        match (self, free) {
+            (Marker::Handle, _) => format!("fn {name}(&mut self, cmd: MyCommand, ctx: &mut Context<Self>) -> <MyCommand as Command>::Reply"),
+            (Marker::Subscribe, false) => format!("fn {name}(&mut self, ev: &MyEvent, ctx: &mut Context<Self>)"),
+            (Marker::Subscribe, true) => format!("fn {name}(ev: &MyEvent, ctx: &mut Context)"),
+            (Marker::Query, _) => format!("fn {name}(&self, q: MyQuery) -> <MyQuery as Query>::Reply"),
         }
     }
 
@@ -107,7 +109,7 @@ pub(crate) fn options_with_crate(
             cx.error_spanned_by(
                 &list.tokens,
                 format!(
-                    "`#[{}]` takes no options: write `#[{}]`",
+                    "`#[{}]` takes no options (a query changes nothing and is not retried): write `#[{}]`",
                     marker.name(),
                     marker.name()
                 ),
@@ -117,6 +119,13 @@ pub(crate) fn options_with_crate(
         syn::Meta::List(_) => {}
     }
     let mut seen: Vec<String> = Vec::new();
+    // Where `backoff` and `key` were given, to point there if their companion is missing.
+    let (mut backoff_at, mut key_at) = (None, None);
+    let valid = match (marker, krate.is_some()) {
+        (Marker::Handle, _) => HANDLE_OPTIONS.to_owned(),
+        (_, true) => format!("{SUBSCRIBE_OPTIONS}, `crate = \"path::to::eventdriven\"`"),
+        (_, false) => SUBSCRIBE_OPTIONS.to_owned(),
+    };
     let result = attr.parse_nested_meta(|meta| {
         let name = meta
             .path
@@ -128,13 +137,13 @@ pub(crate) fn options_with_crate(
             return Err(meta.error(format!("duplicate option `{name}` in `#[{attr_name}]`: give it once")));
         }
         seen.push(name.clone());
-        let valid = match marker {
-            Marker::Handle => HANDLE_OPTIONS,
-            _ => SUBSCRIBE_OPTIONS,
-        };
         let allowed = marker == Marker::Subscribe || matches!(name.as_str(), "retry" | "backoff");
         if !allowed {
             return Err(meta.error(format!("unknown option `{name}` in `#[{attr_name}]`; expected one of: {valid}")));
+        }
+        let is_flag = matches!(name.as_str(), "dead_letter" | "idempotent" | "ordered");
+        if is_flag && !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+            return Err(meta.error(format!("`{name}` is a flag and takes no value: write `{name}`")));
         }
         match name.as_str() {
             "retry" => {
@@ -146,6 +155,7 @@ pub(crate) fn options_with_crate(
                 })?);
             }
             "backoff" => {
+                backoff_at = Some(meta.path.clone());
                 let lit: LitStr = meta.value()?.parse().map_err(|e| {
                     syn::Error::new(e.span(), "`backoff` takes a string, as in `backoff = \"100ms..10s\"`")
                 })?;
@@ -155,6 +165,7 @@ pub(crate) fn options_with_crate(
             "idempotent" => out.idempotent = true,
             "ordered" => out.ordered = true,
             "key" => {
+                key_at = Some(meta.path.clone());
                 let expr: syn::Expr = meta.value()?.parse().map_err(|e| {
                     syn::Error::new(e.span(), "`key` takes a closure from the event to its key, as in `key = |ev| ev.order`")
                 })?;
@@ -177,15 +188,12 @@ pub(crate) fn options_with_crate(
     if let Err(e) = result {
         cx.syn_error(e);
     }
-    if out.key.is_some() && !out.ordered {
-        cx.error_spanned_by(
-            attr,
-            "`key` only applies to ordered delivery: add `ordered`",
-        );
+    if let (Some(key), false) = (&key_at, out.ordered) {
+        cx.error_spanned_by(key, "`key` only applies to ordered delivery: add `ordered`");
     }
-    if out.backoff.is_some() && out.retry.is_none() {
+    if let (Some(backoff), None) = (&backoff_at, out.retry) {
         cx.error_spanned_by(
-            attr,
+            backoff,
             "`backoff` without `retry`: add `retry = N` (the number of retries)",
         );
     }
@@ -218,11 +226,13 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
         Ok(n * factor)
     };
     match text.split_once("..") {
-        Some((min, max)) => {
-            let (min, max) = (ms(min)?, ms(max)?);
+        Some((min_text, max_text)) => {
+            let (min, max) = (ms(min_text)?, ms(max_text)?);
             if min > max {
                 return Err(format!(
-                    "backoff `{text}`: the minimum is above the maximum"
+                    "backoff `{text}`: the minimum is above the maximum; write `{}..{}`",
+                    max_text.trim(),
+                    min_text.trim()
                 ));
             }
             Ok((min, max))
@@ -232,12 +242,14 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 }
 
 /// `crate = "path"` in the attribute's arguments; `::eventdriven` by default.
-pub(crate) fn crate_path(cx: &Ctxt, args: TokenStream) -> Path {
+pub(crate) fn crate_path(cx: &Ctxt, attr: &str, args: TokenStream) -> Path {
     let mut krate = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("crate") {
             if krate.is_some() {
-                return Err(meta.error("duplicate option `crate`: give it once"));
+                return Err(meta.error(format!(
+                    "duplicate option `crate` in `#[{attr}]`: give it once"
+                )));
             }
             let lit: LitStr = meta.value()?.parse()?;
             krate = Some(lit.parse::<Path>()?);
@@ -245,7 +257,7 @@ pub(crate) fn crate_path(cx: &Ctxt, args: TokenStream) -> Path {
         } else {
             let path = &meta.path;
             Err(meta.error(format!(
-                "unknown option `{}`; expected: `crate = \"path::to::eventdriven\"`",
+                "unknown option `{}` in `#[{attr}]`; expected: `crate = \"path::to::eventdriven\"`",
                 quote::quote!(#path).to_string().replace(' ', "")
             )))
         }

@@ -12,60 +12,69 @@ pub(crate) struct Shape {
     pub(crate) has_ctx: bool,
 }
 
-pub(crate) fn impl_block(cx: &Ctxt, item: &ItemImpl) {
+/// Checks that the block is an inherent, non-generic impl; `false` (with errors) if not.
+pub(crate) fn impl_block(cx: &Ctxt, item: &ItemImpl) -> bool {
+    let mut ok = true;
     if let Some((_, path, _)) = &item.trait_ {
         cx.error_spanned_by(
             path,
-            "`#[handlers]` goes on an inherent impl block (`impl MyActor { ... }`), not on a trait impl",
+            "`#[handlers]` goes on an inherent impl block (`impl MyActor { ... }`), not on a trait impl: move the handlers into their own `impl` block",
         );
+        ok = false;
     }
     if !item.generics.params.is_empty() {
         cx.error_spanned_by(
             &item.generics,
             "`#[handlers]` does not support generic impl blocks: implement the handlers for a concrete type (a type alias or newtype works)",
         );
+        ok = false;
     }
+    ok
+}
+
+/// Whether `ty` is `&mut Context<..>` (or `&mut Context`, in a free `#[subscribe]` fn).
+fn is_context(ty: &Type) -> bool {
+    let Type::Reference(r) = ty else {
+        return false;
+    };
+    matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Context"))
 }
 
 /// Checks a handler's signature: receiver, message argument, optional context, no generics.
 pub(crate) fn signature(cx: &Ctxt, marker: Marker, sig: &Signature, free: bool) -> Option<Shape> {
     let mut ok = true;
     let name = marker.name();
+    let noun = marker.noun();
+    let example = marker.example(&sig.ident, free);
     if !sig.generics.params.is_empty() {
         cx.error_spanned_by(
             &sig.generics,
-            format!(
-                "a `#[{name}]` handler cannot be generic: it handles one concrete {} type",
-                marker.noun()
-            ),
+            format!("a `#[{name}]` handler cannot be generic: it handles one concrete {noun} type"),
         );
         ok = false;
     }
+    let wanted_self = if marker == Marker::Query {
+        "&self"
+    } else {
+        "&mut self"
+    };
     let mut inputs = sig.inputs.iter().peekable();
     match (free, inputs.peek()) {
-        (true, Some(FnArg::Receiver(recv))) => {
-            cx.error_spanned_by(
-                recv,
-                "`#[subscribe]` on a method only works inside an impl block marked `#[handlers]`; a free `#[subscribe]` function takes no `self`",
-            );
-            return None;
-        }
+        // `subscribe_fn` reports a receiver before reading the signature.
         (true, _) => {}
         (false, Some(FnArg::Receiver(recv))) => {
             inputs.next();
             let by_ref = recv.reference.is_some() && recv.colon_token.is_none();
-            let wanted = if marker == Marker::Query {
-                "&self"
-            } else {
-                "&mut self"
-            };
             if !by_ref {
-                cx.error_spanned_by(recv, format!("a `#[{name}]` method takes `{wanted}`, not `self` by value: the actor keeps its state"));
+                cx.error_spanned_by(
+                    recv,
+                    format!("a `#[{name}]` method takes `{wanted_self}`, not `self` by value: the actor keeps its state between messages"),
+                );
                 ok = false;
             } else if marker == Marker::Query && recv.mutability.is_some() {
                 cx.error_spanned_by(
                     recv,
-                    "a `#[query]` method takes `&self`, not `&mut self`: queries must not change state; use a command with `#[handle]` to change it",
+                    "a `#[query]` method takes `&self`, not `&mut self`: queries must not change state; to change it, handle a command with `#[handle]`",
                 );
                 ok = false;
             }
@@ -73,67 +82,89 @@ pub(crate) fn signature(cx: &Ctxt, marker: Marker, sig: &Signature, free: bool) 
         (false, _) => {
             cx.error_spanned_by(
                 &sig.ident,
-                format!(
-                    "a `#[{name}]` method takes `{}` first, as in `{}`",
-                    if marker == Marker::Query {
-                        "&self"
-                    } else {
-                        "&mut self"
-                    },
-                    marker.example()
-                ),
+                format!("a `#[{name}]` method takes `{wanted_self}` first, as in `{example}`"),
             );
             return None;
         }
     }
 
     let args: Vec<_> = inputs.collect();
-    let noun = marker.noun();
-    let Some(FnArg::Typed(first)) = args.first() else {
-        cx.error_spanned_by(
-            &sig.ident,
-            format!(
-                "a `#[{name}]` handler takes the {noun} as its argument, as in `{}`",
-                marker.example()
-            ),
-        );
-        return None;
-    };
-    let message = match (marker, &*first.ty) {
-        (Marker::Subscribe, Type::Reference(r)) if r.mutability.is_none() => (*r.elem).clone(),
-        (Marker::Subscribe, ty) => {
-            cx.error_spanned_by(ty, "a `#[subscribe]` handler takes the event by shared reference, as in `ev: &OrderPlaced`: one event is shared by all its subscribers");
+    let first = match args.first() {
+        Some(FnArg::Typed(first)) if !is_context(&first.ty) => first,
+        Some(FnArg::Typed(ctx)) => {
+            cx.error_spanned_by(
+                ctx,
+                format!("the {noun} comes first, then the context, as in `{example}`"),
+            );
             return None;
         }
-        (_, Type::Reference(r)) => {
+        _ => {
+            cx.error_spanned_by(
+                &sig.ident,
+                format!(
+                    "a `#[{name}]` handler takes the {noun} as its argument, as in `{example}`"
+                ),
+            );
+            return None;
+        }
+    };
+    let pat = &first.pat;
+    let pat_str = quote::quote!(#pat).to_string();
+    let message = match (marker, &*first.ty) {
+        (Marker::Subscribe, Type::Reference(r)) if r.mutability.is_none() => (*r.elem).clone(),
+        (Marker::Subscribe, Type::Reference(r)) => {
+            let elem = &r.elem;
             cx.error_spanned_by(
                 r,
                 format!(
-                    "a `#[{name}]` handler takes the {noun} by value, as in `{}`",
-                    marker.example()
+                    "a `#[subscribe]` handler takes the event by shared reference: write `{pat_str}: &{}` (one event is shared by all its subscribers)",
+                    quote::quote!(#elem).to_string().replace(' ', "")
+                ),
+            );
+            return None;
+        }
+        (Marker::Subscribe, ty) => {
+            cx.error_spanned_by(
+                ty,
+                format!(
+                    "a `#[subscribe]` handler takes the event by shared reference: write `{pat_str}: &{}` (one event is shared by all its subscribers)",
+                    quote::quote!(#ty).to_string().replace(' ', "")
+                ),
+            );
+            return None;
+        }
+        (_, Type::Reference(r)) => {
+            let elem = &r.elem;
+            cx.error_spanned_by(
+                r,
+                format!(
+                    "a `#[{name}]` handler takes the {noun} by value: write `{pat_str}: {}` (the {noun} is moved to its one handler)",
+                    quote::quote!(#elem).to_string().replace(' ', "")
                 ),
             );
             return None;
         }
         (_, ty) => ty.clone(),
     };
-    if let Pat::Ident(_) | Pat::Wild(_) | Pat::TupleStruct(_) | Pat::Struct(_) = &*first.pat {
-    } else {
-        cx.error_spanned_by(&first.pat, "bind the message to a name or a pattern");
+    if !matches!(
+        &**pat,
+        Pat::Ident(_) | Pat::Wild(_) | Pat::TupleStruct(_) | Pat::Struct(_)
+    ) {
+        cx.error_spanned_by(pat, "bind the message to a name or a pattern");
         ok = false;
     }
 
     let has_ctx = match args.get(1) {
         None => false,
         Some(FnArg::Typed(ctx)) => {
-            match &*ctx.ty {
-                Type::Reference(r) if r.mutability.is_some() => true,
-                ty => {
-                    cx.error_spanned_by(ty, "the second argument of a handler is the context: `ctx: &mut Context<Self>`");
-                    ok = false;
-                    true
-                }
+            if !matches!(&*ctx.ty, Type::Reference(r) if r.mutability.is_some()) {
+                cx.error_spanned_by(
+                    &ctx.ty,
+                    "the argument after the message is the context, taken by `&mut`: write `ctx: &mut Context<Self>`",
+                );
+                ok = false;
             }
+            true
         }
         Some(other) => {
             cx.error_spanned_by(other, "unexpected argument");
@@ -143,7 +174,7 @@ pub(crate) fn signature(cx: &Ctxt, marker: Marker, sig: &Signature, free: bool) 
     for extra in args.iter().skip(2) {
         cx.error_spanned_by(
             extra,
-            format!("unexpected argument: a `#[{name}]` handler takes the {noun} and optionally `ctx: &mut Context<Self>`, as in `{}`", marker.example()),
+            format!("unexpected argument: a `#[{name}]` handler takes the {noun} and, optionally, `ctx: &mut Context<Self>`, as in `{example}`"),
         );
         ok = false;
     }
@@ -151,7 +182,8 @@ pub(crate) fn signature(cx: &Ctxt, marker: Marker, sig: &Signature, free: bool) 
 }
 
 /// One handler per command or query type, and one subscriber per event type, in one actor.
-pub(crate) fn no_duplicates(cx: &Ctxt, handlers: &[Handler]) {
+/// Returns the handlers without the duplicates, which are reported.
+pub(crate) fn no_duplicates(cx: &Ctxt, handlers: Vec<Handler>) -> Vec<Handler> {
     let key = |h: &Handler| {
         let ty = &h.message;
         (
@@ -159,16 +191,27 @@ pub(crate) fn no_duplicates(cx: &Ctxt, handlers: &[Handler]) {
             quote::quote!(#ty).to_string(),
         )
     };
-    for (i, h) in handlers.iter().enumerate() {
-        if let Some(first) = handlers[..i].iter().find(|f| key(f) == key(h)) {
+    let mut kept: Vec<Handler> = Vec::with_capacity(handlers.len());
+    for h in handlers {
+        if let Some(first) = kept.iter().find(|f| key(f) == key(&h)) {
             let ty = &h.message;
-            let ty_str = quote::quote!(#ty).to_string();
+            let ty_str = quote::quote!(#ty).to_string().replace(' ', "");
             let msg = if h.marker == Marker::Subscribe {
-                format!("`{ty_str}` already has a subscriber in this actor (`{}`): merge the two methods", first.ident)
+                format!(
+                    "`{ty_str}` already has a subscriber in this actor, `{}`: merge the two methods into one",
+                    first.ident
+                )
             } else {
-                format!("`{ty_str}` already has a handler in this actor (`{}`): a {} has exactly one handler", first.ident, h.marker.noun())
+                format!(
+                    "`{ty_str}` already has a handler in this actor, `{}`: a {} has exactly one handler; remove one of the two",
+                    first.ident,
+                    h.marker.noun()
+                )
             };
             cx.error_spanned_by(ty, msg);
+        } else {
+            kept.push(h);
         }
     }
+    kept
 }

@@ -1,7 +1,9 @@
 //! The derive's options: `#[command(reply = T, name = "...")]`, `#[event(name = "...",
 //! version = N)]`, `#[query(reply = T, name = "...")]` and `#[eventdriven(crate = "...")]`.
 
-use syn::{DeriveInput, LitInt, LitStr, Path, Type};
+use syn::meta::ParseNestedMeta;
+use syn::parse::ParseStream;
+use syn::{DeriveInput, LitInt, LitStr, Path, Token, Type};
 
 use super::Kind;
 use crate::ctxt::{default_crate, Ctxt};
@@ -11,6 +13,7 @@ const NAME: &str = "name";
 const VERSION: &str = "version";
 const CRATE: &str = "crate";
 const TTL: &str = "ttl";
+const EVENTDRIVEN: &str = "eventdriven";
 
 pub(crate) struct Options {
     pub(crate) reply: Option<Type>,
@@ -47,6 +50,26 @@ fn valid_list(kind: Kind) -> &'static str {
     }
 }
 
+/// Why an option that exists for another kind of message is not valid here.
+fn misplaced_hint(kind: Kind, option: &Path) -> &'static str {
+    if option.is_ident(REPLY) && kind == Kind::Event {
+        " (events have no reply: only commands and queries do)"
+    } else if option.is_ident(VERSION) && kind != Kind::Event {
+        " (only events carry a schema version)"
+    } else {
+        ""
+    }
+}
+
+/// The `= value` part of `option = value`, with an example of the whole when `=` is missing.
+fn value<'a>(meta: &'a ParseNestedMeta<'_>, example: &str) -> syn::Result<ParseStream<'a>> {
+    if !meta.input.peek(Token![=]) {
+        let option = path_str(&meta.path);
+        return Err(meta.error(format!("`{option}` needs a value, as in `{example}`")));
+    }
+    meta.value()
+}
+
 impl Options {
     pub(crate) fn from_attrs(cx: &Ctxt, input: &DeriveInput, kind: Kind) -> Self {
         let mut options = Options {
@@ -57,17 +80,20 @@ impl Options {
             krate: default_crate(),
         };
         let mut krate = None;
+        let attr_name = kind.attr();
         for attr in &input.attrs {
-            if attr.path().is_ident(kind.attr()) {
+            if attr.path().is_ident(attr_name) {
                 let result = attr.parse_nested_meta(|meta| {
-                    let attr_name = kind.attr();
                     if meta.path.is_ident(REPLY) && kind.has_reply() {
-                        let value = meta.value()?;
+                        let value = value(&meta, "reply = Result<OrderId, OrderError>")?;
                         if value.peek(LitStr) {
                             let lit: LitStr = value.parse()?;
                             return Err(syn::Error::new(
                                 lit.span(),
-                                format!("`reply` takes a type, not a string: write `reply = {}`", lit.value()),
+                                format!(
+                                    "`reply` takes a type, not a string: write `reply = {}`",
+                                    lit.value()
+                                ),
                             ));
                         }
                         let ty: Type = value.parse().map_err(|e| {
@@ -78,24 +104,44 @@ impl Options {
                         })?;
                         set_once(cx, &mut options.reply, ty, &meta.path, attr_name);
                     } else if meta.path.is_ident(NAME) {
-                        let lit: LitStr = meta.value()?.parse().map_err(|e| {
-                            syn::Error::new(e.span(), "`name` takes a string, as in `name = \"order.placed\"`")
+                        let example = "name = \"order.placed\"";
+                        let lit: LitStr = value(&meta, example)?.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                format!("`name` takes a string, as in `{example}`"),
+                            )
                         })?;
                         if lit.value().trim().is_empty() {
-                            cx.error_spanned_by(&lit, "`name` must not be empty: it identifies the message in stores and brokers");
+                            cx.error_spanned_by(
+                                &lit,
+                                "`name` must not be empty: it identifies the message in stores and brokers",
+                            );
                         }
                         set_once(cx, &mut options.name, lit, &meta.path, attr_name);
                     } else if meta.path.is_ident(VERSION) && kind == Kind::Event {
-                        let lit: LitInt = meta.value()?.parse().map_err(|e| {
-                            syn::Error::new(e.span(), "`version` takes a positive integer, as in `version = 2`")
+                        let example = "version = 2";
+                        let lit: LitInt = value(&meta, example)?.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                format!("`version` takes a positive integer, as in `{example}`"),
+                            )
                         })?;
                         match lit.base10_parse::<u32>() {
-                            Ok(v) if v >= 1 => set_once(cx, &mut options.version, v, &meta.path, attr_name),
-                            _ => cx.error_spanned_by(&lit, "`version` takes a positive integer (1 or more), as in `version = 2`"),
+                            Ok(v) if v >= 1 => {
+                                set_once(cx, &mut options.version, v, &meta.path, attr_name)
+                            }
+                            _ => cx.error_spanned_by(
+                                &lit,
+                                "`version` starts at 1 (and fits in a `u32`), as in `version = 2`",
+                            ),
                         }
                     } else if meta.path.is_ident(TTL) {
-                        let lit: LitStr = meta.value()?.parse().map_err(|e| {
-                            syn::Error::new(e.span(), "`ttl` takes a duration string, as in `ttl = \"30s\"`")
+                        let example = "ttl = \"30s\"";
+                        let lit: LitStr = value(&meta, example)?.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                format!("`ttl` takes a duration string, as in `{example}`"),
+                            )
                         })?;
                         match parse_millis(&lit.value()) {
                             Ok(0) => cx.error_spanned_by(&lit, "`ttl` must be longer than zero"),
@@ -104,9 +150,10 @@ impl Options {
                         }
                     } else {
                         return Err(meta.error(format!(
-                            "unknown option `{}` in `#[{attr_name}]`; expected one of: {}",
+                            "unknown option `{}` in `#[{attr_name}]`; expected one of: {}{}",
                             path_str(&meta.path),
-                            valid_list(kind)
+                            valid_list(kind),
+                            misplaced_hint(kind, &meta.path),
                         )));
                     }
                     Ok(())
@@ -114,12 +161,23 @@ impl Options {
                 if let Err(e) = result {
                     cx.syn_error(e);
                 }
-            } else if attr.path().is_ident("eventdriven") {
+            } else if attr.path().is_ident(EVENTDRIVEN) {
                 let result = attr.parse_nested_meta(|meta| {
                     if meta.path.is_ident(CRATE) {
-                        let lit: LitStr = meta.value()?.parse()?;
-                        let path: Path = lit.parse()?;
-                        set_once(cx, &mut krate, path, &meta.path, "eventdriven");
+                        let example = "crate = \"::my_reexport::eventdriven\"";
+                        let lit: LitStr = value(&meta, example)?.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                format!("`crate` takes a path in a string, as in `{example}`"),
+                            )
+                        })?;
+                        let path: Path = lit.parse().map_err(|_| {
+                            syn::Error::new(
+                                lit.span(),
+                                format!("`crate` takes a path in a string, as in `{example}`"),
+                            )
+                        })?;
+                        set_once(cx, &mut krate, path, &meta.path, EVENTDRIVEN);
                         Ok(())
                     } else {
                         Err(meta.error(format!(

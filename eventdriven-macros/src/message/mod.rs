@@ -45,7 +45,7 @@ pub(crate) fn derive(input: TokenStream, kind: Kind) -> TokenStream {
         Err(e) => return e.to_compile_error(),
     };
     let cx = Ctxt::new();
-    if let syn::Data::Union(data) = &input.data {
+    let is_union = if let syn::Data::Union(data) = &input.data {
         cx.error_spanned_by(
             data.union_token,
             format!(
@@ -53,10 +53,20 @@ pub(crate) fn derive(input: TokenStream, kind: Kind) -> TokenStream {
                 kind.trait_name()
             ),
         );
-    }
+        true
+    } else {
+        false
+    };
     let options = attr::Options::from_attrs(&cx, &input, kind);
     match cx.check() {
         Ok(()) => expand::expand(&input, kind, &options),
+        // Still implement the traits (with the options that did parse) so that the type's
+        // uses elsewhere do not add "`X` is not a command" to the real error.
+        Err(e) if !is_union => {
+            let mut out = e.to_compile_error();
+            out.extend(expand::expand(&input, kind, &options));
+            out
+        }
         Err(e) => e.to_compile_error(),
     }
 }

@@ -165,8 +165,9 @@ impl<A: Actor> Routes<'_, A> {
 /// What a `#[subscribe]` method may return: `()` or `Result<(), E>` with a displayable `E`
 /// (`anyhow::Error`, any `std::error::Error`). An `Err` sends the event to the dead letters.
 #[diagnostic::on_unimplemented(
-    message = "a `#[subscribe]` method must return `()` or `Result<(), E>` where `E: Display + Send + 'static`, not `{Self}`",
-    label = "unsupported return type"
+    message = "a `#[subscribe]` handler must return `()` or `Result<(), E>` where `E: Display + Send + 'static`, not `{Self}`",
+    label = "return `()`, or `Result<(), E>` to report a failure",
+    note = "an `Err` is retried by the handler's retry policy, then sent to the dead letters with the error's text"
 )]
 pub trait SubscribeResult {
     /// `Err` when the handler failed.

@@ -1,0 +1,7 @@
+use eventdriven::prelude::*;
+
+#[derive(Command)]
+#[command(reply)]
+struct Place;
+
+fn main() {}

@@ -1,0 +1,7 @@
+use eventdriven::prelude::*;
+
+#[derive(Command)]
+#[command(reply = 42)]
+struct Place;
+
+fn main() {}

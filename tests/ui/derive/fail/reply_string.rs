@@ -1,0 +1,7 @@
+use eventdriven::prelude::*;
+
+#[derive(Query)]
+#[query(reply = "String")]
+struct Name;
+
+fn main() {}

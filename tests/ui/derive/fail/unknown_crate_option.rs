@@ -1,0 +1,7 @@
+use eventdriven::prelude::*;
+
+#[derive(Command)]
+#[eventdriven(krate = "::eventdriven")]
+struct Place;
+
+fn main() {}

@@ -1,0 +1,7 @@
+use eventdriven::prelude::*;
+
+#[derive(Query)]
+#[query(replies = u64)]
+struct Total;
+
+fn main() {}

@@ -1,0 +1,11 @@
+use eventdriven::prelude::*;
+
+struct Orders;
+
+#[handlers]
+impl Orders {
+    #[handle]
+    fn place<C: Command>(&mut self, _: C) {}
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use eventdriven::prelude::*;
+
+struct Orders;
+
+#[handlers]
+impl Orders {
+    fn place(&mut self) {}
+}
+
+fn main() {}

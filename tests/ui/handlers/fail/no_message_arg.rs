@@ -1,0 +1,11 @@
+use eventdriven::prelude::*;
+
+struct Orders;
+
+#[handlers]
+impl Orders {
+    #[handle]
+    fn place(&mut self) {}
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use eventdriven::prelude::*;
+
+#[handlers]
+struct Orders;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use eventdriven::prelude::*;
+
+#[subscribe]
+fn on_placed() {}
+
+fn main() {}

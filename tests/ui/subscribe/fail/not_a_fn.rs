@@ -1,0 +1,6 @@
+use eventdriven::prelude::*;
+
+#[subscribe]
+struct OnPlaced;
+
+fn main() {}
