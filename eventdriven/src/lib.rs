@@ -14,13 +14,13 @@ pub use delivery::{DeadLetter, DeadLetters};
 pub use error::{Error, Result, TrySendError};
 pub use message::{Command, Envelope, Event, Headers, Message, MessageId, Metadata, Query};
 
-pub use eventdriven_macros::{handlers, subscribe, Command, Event, Query};
+pub use eventdriven_macros::{handle, handlers, query, subscribe, Command, Event, Query};
 
 /// What every application needs: `use eventdriven::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        handlers, subscribe, App, Command, Context, Envelope, Event, Mailbox, Message, Metadata,
-        Query,
+        handle, handlers, query, subscribe, App, Command, Context, Envelope, Event, Mailbox,
+        Message, Metadata, Query,
     };
     pub use serde::{Deserialize, Serialize};
 }
