@@ -12,7 +12,9 @@ pub use actor::{Actor, Context, Mailbox};
 pub use app::{ActorOptions, ActorStats, App, AppBuilder, Stats, IDEMPOTENCY_KEY};
 pub use delivery::{DeadLetter, DeadLetters};
 pub use error::{Error, Result, TrySendError};
-pub use message::{Command, Envelope, Event, Headers, Message, MessageId, Metadata, Query};
+pub use message::{
+    Command, Envelope, Event, Headers, Message, MessageId, Metadata, Query, Timestamp,
+};
 
 pub use eventdriven_macros::{handle, handlers, query, subscribe, Command, Event, Query};
 

@@ -161,6 +161,8 @@ pub struct Context<A: Actor> {
     pub(crate) ready: VecDeque<A::Mailbox>,
     /// This actor's own queue, for command retries.
     self_tx: UnboundedSender<Slot<A::Mailbox>>,
+    /// The message just handled was parked instead: it is not finished with yet.
+    pub(crate) just_parked: bool,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -182,6 +184,7 @@ impl<A: Actor> Context<A> {
             blocked: HashMap::new(),
             ready: VecDeque::new(),
             self_tx,
+            just_parked: false,
             _actor: PhantomData,
         }
     }
@@ -276,6 +279,23 @@ impl<A: Actor> Context<A> {
             });
         }
         Ok(())
+    }
+
+    /// Whether a successfully handled message needs [`settle`](Self::settle): an idempotent
+    /// subscriber's id to remember, a sequence to release, a retry's first failure to forget.
+    /// Plain successes skip the call.
+    #[inline]
+    pub(crate) fn needs_settling(&self) -> bool {
+        self.inflight
+            .as_ref()
+            .is_some_and(|i| i.options.idempotent || i.sequence.is_some())
+            || !self.first_failures.is_empty()
+    }
+
+    /// A plain success: lets go of the event kept for a retry.
+    #[inline]
+    pub(crate) fn settled(&mut self) {
+        self.inflight = None;
     }
 
     /// Settles the message just handled: on success, remembers its id for an idempotent
@@ -382,14 +402,14 @@ impl<A: Actor> Context<A> {
             let rejected = if shared.is_abandoned() {
                 Some((msg, Reason::Shutdown))
             } else {
-                me.count_push();
+                me.count_unreserved();
                 match tx.send(Slot::Msg {
                     msg,
                     reserved: false,
                 }) {
                     Ok(()) => None,
                     Err(e) => {
-                        me.uncount_push();
+                        me.uncount_unreserved();
                         match e.0 {
                             Slot::Msg { msg, .. } => Some((msg, Reason::Stopped)),
                             Slot::Stop => None,
@@ -653,6 +673,7 @@ impl<A: Actor> Context<A> {
     pub fn __park(&mut self, msg: A::Mailbox, key: u64, options: &'static HandlerOptions) {
         let sequence = (options as *const HandlerOptions as usize, key);
         if let Some(blocked) = self.blocked.get_mut(&sequence) {
+            self.just_parked = true;
             tracing::debug!(actor = A::NAME, message_name = self.message, id = %self.meta.id, "parked behind a failed message of its sequence");
             self.me.parked.fetch_add(1, Ordering::SeqCst);
             blocked.parked.push_back(msg);

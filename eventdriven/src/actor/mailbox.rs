@@ -49,18 +49,36 @@ impl Default for Mailbox {
     }
 }
 
+/// Aligns its content to a cache line pair (adjacent-line prefetch makes 128 the unit that
+/// matters on x86_64).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The actor's own counters.
+struct Own {
+    /// Messages taken out of the mailbox and handled (or rejected): activity, for shutdown.
+    done: AtomicU64,
+    /// Between taking a message out and finishing with it.
+    busy: AtomicBool,
+    /// The actor's task has ended.
+    stopped: AtomicBool,
+    /// The largest queue length the actor has seen.
+    peak: AtomicUsize,
+}
+
 /// The part of a mailbox every sender shares, whatever the actor's message type.
 pub(crate) struct MailboxCore {
     pub(crate) actor: &'static str,
     pub(crate) capacity: usize,
     /// Free slots. A sender takes one before it pushes; the actor gives it back on receipt.
     pub(crate) room: Semaphore,
-    /// Messages pushed, by any sender.
-    pushed: AtomicU64,
-    /// Messages fully handled, written by the actor's task only.
-    done: AtomicU64,
-    /// The largest queue length the actor has seen.
-    peak: AtomicUsize,
+    /// What only the actor's task writes, on a cache line of its own so senders' writes to
+    /// `room` and these stores never contend for one line.
+    own: Padded<Own>,
+    /// Messages pushed without taking room (a handler's message to its own actor, retries),
+    /// and how many of them the actor has taken out; rare, so off the hot lines.
+    unreserved_in: AtomicU64,
+    unreserved_out: AtomicU64,
     /// Handler panics.
     pub(crate) panics: AtomicU64,
     /// Failed messages waiting for their retry's backoff.
@@ -82,9 +100,14 @@ impl MailboxCore {
             actor,
             capacity,
             room: Semaphore::new(capacity),
-            pushed: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            peak: AtomicUsize::new(0),
+            own: Padded(Own {
+                done: AtomicU64::new(0),
+                busy: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
+                peak: AtomicUsize::new(0),
+            }),
+            unreserved_in: AtomicU64::new(0),
+            unreserved_out: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
             parked: AtomicU64::new(0),
@@ -100,11 +123,24 @@ impl MailboxCore {
     }
 
     pub(crate) fn peak(&self) -> usize {
-        self.peak.load(Ordering::Relaxed)
+        self.own.0.peak.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn pushed(&self) -> u64 {
-        self.pushed.load(Ordering::Acquire)
+    /// Messages accepted and not yet finished with: queued (counting room reserved by a
+    /// sender that has not pushed yet), in the handler, or waiting for a retry.
+    pub(crate) fn owed(&self) -> u64 {
+        if self.own.0.stopped.load(Ordering::SeqCst) {
+            return 0;
+        }
+        // Room first, then `busy`: the actor sets `busy` before it gives the room back, so a
+        // message is always seen in one of the two.
+        let queued = self.len() as u64;
+        let busy = u64::from(self.own.0.busy.load(Ordering::SeqCst));
+        let unreserved = self
+            .unreserved_in
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.unreserved_out.load(Ordering::SeqCst));
+        queued + busy + unreserved + self.retrying()
     }
 
     /// Whether shutdown asked the running handler to be dropped.
@@ -143,30 +179,45 @@ impl MailboxCore {
     }
 
     pub(crate) fn done(&self) -> u64 {
-        self.done.load(Ordering::Acquire)
+        self.own.0.done.load(Ordering::SeqCst)
     }
 
-    /// Counts a message pushed around the ports (a command's retry).
-    pub(crate) fn count_push(&self) {
-        self.pushed.fetch_add(1, Ordering::AcqRel);
+    /// Counts a message pushed without room (before the push, so it is never unseen).
+    pub(crate) fn count_unreserved(&self) {
+        self.unreserved_in.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Takes back [`count_push`](Self::count_push) when the push failed.
-    pub(crate) fn uncount_push(&self) {
-        self.pushed.fetch_sub(1, Ordering::AcqRel);
+    /// Takes back [`count_unreserved`](Self::count_unreserved) when the push failed.
+    pub(crate) fn uncount_unreserved(&self) {
+        self.unreserved_in.fetch_sub(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn mark_done(&self) {
-        // Only the actor's task writes `done`: a load and a store, no read-modify-write.
-        let n = self.done.load(Ordering::Relaxed);
-        self.done.store(n + 1, Ordering::Release);
+    /// The actor finished with a message it took out.
+    #[inline]
+    pub(crate) fn finish(&self) {
+        let own = &self.own.0;
+        // Only the actor's task writes these: plain stores, no read-modify-write. `done`
+        // before `busy`, both released: whoever sees `busy` cleared sees the new `done`.
+        own.done
+            .store(own.done.load(Ordering::Relaxed) + 1, Ordering::Release);
+        own.busy.store(false, Ordering::Release);
     }
 
-    /// Takes back the `done` of a message that was parked (counted done then) and is now
-    /// handled or rejected after all, so it counts once.
-    pub(crate) fn unmark_done(&self) {
-        let n = self.done.load(Ordering::Relaxed);
-        self.done.store(n - 1, Ordering::SeqCst);
+    /// A message was parked behind a failed one of its sequence: not finished, not owed.
+    pub(crate) fn park_done(&self) {
+        self.own.0.busy.store(false, Ordering::Release);
+    }
+
+    /// The actor takes a message released from a sequence (busy first, so it is never
+    /// unseen).
+    pub(crate) fn take_ready(&self) {
+        self.own.0.busy.store(true, Ordering::Relaxed);
+        self.ready.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The actor's task has ended: nothing more is owed.
+    pub(crate) fn mark_stopped(&self) {
+        self.own.0.stopped.store(true, Ordering::SeqCst);
     }
 }
 
@@ -219,14 +270,18 @@ pub(crate) struct Port<A: Actor, M> {
 impl<A: Actor, M: Routed + Send + 'static> Port<A, M> {
     #[inline]
     fn send(&self, msg: M, reserved: bool) -> Result<(), M> {
-        self.core.pushed.fetch_add(1, Ordering::AcqRel);
+        if !reserved {
+            self.core.count_unreserved();
+        }
         match self.tx.send(Slot::Msg {
             msg: (self.wrap)(msg),
             reserved,
         }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(slot)) => {
-                self.core.pushed.fetch_sub(1, Ordering::AcqRel);
+                if !reserved {
+                    self.core.uncount_unreserved();
+                }
                 match slot {
                     Slot::Msg { msg, .. } => Err((self.unwrap)(msg).expect("the port wrapped it")),
                     Slot::Stop => unreachable!("a port only sends messages"),
@@ -325,12 +380,18 @@ impl<A: Actor> Inbox<A> {
     pub(crate) async fn recv(&mut self) -> Option<A::Mailbox> {
         match self.rx.recv().await? {
             Slot::Msg { msg, reserved } => {
+                let own = &self.core.own.0;
+                // Before the room is given back (a release): whoever sees the room sees
+                // `busy`, so the message is never unseen between the two.
+                own.busy.store(true, Ordering::Relaxed);
                 if reserved {
                     let depth = self.core.len();
-                    if depth > self.core.peak.load(Ordering::Relaxed) {
-                        self.core.peak.store(depth, Ordering::Relaxed);
+                    if depth > own.peak.load(Ordering::Relaxed) {
+                        own.peak.store(depth, Ordering::Relaxed);
                     }
                     self.core.room.add_permits(1);
+                } else {
+                    self.core.unreserved_out.fetch_add(1, Ordering::SeqCst);
                 }
                 Some(msg)
             }
@@ -344,7 +405,10 @@ impl<A: Actor> Inbox<A> {
         self.rx.close();
         let mut left = Vec::new();
         while let Ok(slot) = self.rx.try_recv() {
-            if let Slot::Msg { msg, .. } = slot {
+            if let Slot::Msg { msg, reserved } = slot {
+                if !reserved {
+                    self.core.unreserved_out.fetch_add(1, Ordering::SeqCst);
+                }
                 left.push(msg);
             }
         }

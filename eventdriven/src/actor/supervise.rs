@@ -8,10 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::mailbox::{Inbox, MailboxCore};
 use super::{panic_text, Actor, Context};
@@ -122,14 +121,17 @@ enum Ran<T> {
     Aborted,
 }
 
-/// Polls a handler's future, catching a panic inside it, and dropping it if shutdown gives up
-/// on it. The fast path (a handler that completes at its first poll) costs one atomic load.
-async fn guard<F: Future>(fut: F, core: &MailboxCore) -> Ran<F::Output> {
+/// Polls a handler's future inside its span, catching a panic inside it, and dropping it if
+/// shutdown gives up on it. The future is pinned where it is made and polled in place: the
+/// fast path (a handler that completes at its first poll) moves nothing and costs one atomic
+/// load besides the poll.
+async fn guard<F: Future>(fut: F, core: &MailboxCore, span: &tracing::Span) -> Ran<F::Output> {
     let mut fut = pin!(fut);
     poll_fn(move |cx| {
         if core.aborting() {
             return Poll::Ready(Ran::Aborted);
         }
+        let _entered = span.enter();
         match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Ran::Done(out)),
             Ok(Poll::Pending) => {
@@ -233,8 +235,7 @@ pub(crate) async fn run<A: Actor>(
         let msg = match ctx.ready.pop_front() {
             Some(msg) => {
                 // Released from a sequence: handled before anything newer.
-                inbox.core.unmark_done();
-                inbox.core.ready.fetch_sub(1, Ordering::SeqCst);
+                inbox.core.take_ready();
                 msg
             }
             None => match inbox.recv().await {
@@ -244,14 +245,14 @@ pub(crate) async fn run<A: Actor>(
         };
         if ctx.shared.is_abandoned() {
             reject(&mut ctx, msg, Reason::Shutdown).await;
-            inbox.core.mark_done();
+            inbox.core.finish();
             break End::Abandoned;
         }
         let (name, meta, attempt) = A::__describe(&msg);
-        if meta.expires_at.is_some() && meta.is_expired_at(SystemTime::now()) {
+        if meta.expires_at.is_some() && meta.is_expired_at(crate::Timestamp::now()) {
             tracing::warn!(actor = A::NAME, message_name = name, id = %meta.id, "expired before it was handled; dead-lettered");
             reject(&mut ctx, msg, Reason::Expired).await;
-            inbox.core.mark_done();
+            inbox.core.finish();
             continue;
         }
         let span = tracing::info_span!(
@@ -263,15 +264,12 @@ pub(crate) async fn run<A: Actor>(
             causation_id = meta.causation_id.map(tracing::field::display),
             attempt,
         );
-        let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core)
-            .instrument(span)
-            .await
-        {
+        let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, &span).await {
             Ran::Done(outcome) => outcome,
             Ran::Aborted => {
                 tracing::error!(actor = A::NAME, message_name = ctx.message, id = %ctx.meta.id, "handler still running after the shutdown deadline; dropped");
                 ctx.abandon_current().await;
-                inbox.core.mark_done();
+                inbox.core.finish();
                 break End::Abandoned;
             }
             Ran::Panicked(payload) => Err(HandlerError::panic(format!(
@@ -289,8 +287,16 @@ pub(crate) async fn run<A: Actor>(
             (Err(error), true) => Some(error.message().to_owned()),
             _ => None,
         };
-        ctx.settle(outcome).await;
-        inbox.core.mark_done();
+        if outcome.is_err() || ctx.needs_settling() {
+            ctx.settle(outcome).await;
+        } else {
+            ctx.settled();
+        }
+        if std::mem::take(&mut ctx.just_parked) {
+            inbox.core.park_done();
+        } else {
+            inbox.core.finish();
+        }
         if let Some(error) = panic_text {
             escalate(&mut ctx, error, supervisor.panics.len() as u32).await;
             break End::Failed;
@@ -301,20 +307,19 @@ pub(crate) async fn run<A: Actor>(
         End::Failed => Reason::Stopped,
     };
     for msg in ctx.take_parked() {
-        inbox.core.unmark_done();
         reject(&mut ctx, msg, reason).await;
-        inbox.core.mark_done();
+        inbox.core.finish();
     }
     for msg in std::mem::take(&mut ctx.ready) {
-        inbox.core.unmark_done();
-        inbox.core.ready.fetch_sub(1, Ordering::SeqCst);
+        inbox.core.take_ready();
         reject(&mut ctx, msg, reason).await;
-        inbox.core.mark_done();
+        inbox.core.finish();
     }
     for msg in inbox.close() {
         reject(&mut ctx, msg, reason).await;
-        inbox.core.mark_done();
+        inbox.core.finish();
     }
+    inbox.core.mark_stopped();
 }
 
 /// Takes a message out unhandled: its sender (if waiting) gets the error, the message goes

@@ -545,7 +545,7 @@ impl App {
                 task.abort();
                 tracing::error!(
                     actor = core.actor,
-                    lost = core.pushed() - core.done(),
+                    lost = core.owed(),
                     "actor blocked its thread {grace:?} past the shutdown deadline; aborted with its queued messages"
                 );
             }
@@ -649,27 +649,23 @@ impl App {
     }
 
     fn unhandled(&self) -> u64 {
-        self.shared()
-            .mailboxes
-            .iter()
-            .map(|core| core.pushed() - core.done() + core.retrying())
-            .sum()
+        self.shared().mailboxes.iter().map(|core| core.owed()).sum()
     }
 
-    /// True when no message is queued or being handled anywhere. Two scans must agree: a
-    /// handler that sends to a mailbox already scanned and then finishes would fool one scan,
-    /// but it changes the pushed counts the second scan compares.
+    /// True when no message is queued, being handled or waiting for a retry anywhere. Two
+    /// scans must agree: a handler that sends to a mailbox already scanned and then finishes
+    /// would fool one scan, but finishing changes the activity counts the second compares.
     fn quiescent(&self) -> bool {
         let scan = || {
-            let mut pushed = 0u64;
+            let mut done = 0u64;
             for core in &self.shared().mailboxes {
-                let p = core.pushed();
-                if core.done() != p || core.retrying() != 0 {
+                // `owed` (reading `busy`) before `done`: see `MailboxCore::finish`.
+                if core.owed() != 0 {
                     return None;
                 }
-                pushed += p;
+                done += core.done();
             }
-            Some(pushed)
+            Some(done)
         };
         matches!((scan(), scan()), (Some(a), Some(b)) if a == b)
     }

@@ -196,21 +196,22 @@ impl RouteTable {
         from: Sender<'_>,
     ) -> Result<R> {
         env.meta.apply_ttl::<M>();
-        let deadline = from.timeout.map(|t| (Instant::now() + t, t));
         let (tx, rx) = oneshot::channel();
         let ask = Ask {
             env,
             reply: Reply::To(tx),
         };
-        deliver_one(to, ask, M::NAME, from, deadline).await?;
+        let mut deadline = None;
+        deliver(to, ask, M::NAME, from, &mut deadline).await?;
         let reply = ReplyFuture {
             rx,
             actor: to.actor(),
             message: M::NAME,
         };
-        match deadline {
+        match from.timeout {
             None => reply.await,
-            Some((at, timeout)) => {
+            Some(timeout) => {
+                let at = deadline.map_or_else(|| Instant::now() + timeout, |(at, _)| at);
                 tokio::time::timeout_at(at, reply)
                     .await
                     .map_err(|_| Error::Timeout {
@@ -230,12 +231,11 @@ impl RouteTable {
         from: Sender<'_>,
     ) -> Result<()> {
         env.meta.apply_ttl::<M>();
-        let deadline = from.timeout.map(|t| (Instant::now() + t, t));
         let ask = Ask {
             env,
             reply: Reply::Ignore,
         };
-        deliver_one(to, ask, M::NAME, from, deadline).await
+        deliver(to, ask, M::NAME, from, &mut None).await
     }
 
     /// Delivers a request if there is room now; the reply comes through the returned future.
@@ -281,17 +281,21 @@ impl RouteTable {
     }
 
     /// Publishes to every subscriber: room is reserved in all their mailboxes before any
-    /// receives the event, so a publish is all-or-nothing.
-    pub(crate) async fn publish<E: Event>(
-        &self,
-        mut env: Envelope<E>,
-        from: Sender<'_>,
-    ) -> Result<()> {
-        env.meta.apply_ttl::<E>();
-        let subs = self.subscribers::<E>();
-        if subs.is_empty() {
-            return Ok(());
+    /// receives the event, so a publish is all-or-nothing. Tries without waiting first; only
+    /// when a mailbox is full does it reserve again, waiting.
+    pub(crate) async fn publish<E: Event>(&self, env: Envelope<E>, from: Sender<'_>) -> Result<()> {
+        match self.try_publish(env, from) {
+            Ok(()) => Ok(()),
+            Err(TrySendError {
+                message,
+                error: Error::Full { .. },
+            }) => self.publish_waiting(message, from).await,
+            Err(e) => Err(e.error),
         }
+    }
+
+    async fn publish_waiting<E: Event>(&self, env: Envelope<E>, from: Sender<'_>) -> Result<()> {
+        let subs = self.subscribers::<E>();
         let mut held = Reservation::new(subs, from);
         let mut deadline = None;
         for sub in subs {
@@ -388,31 +392,31 @@ async fn wait_for_room(
     Ok(())
 }
 
-/// Delivers to one recipient, waiting for room (none is needed in the sender's own mailbox).
+/// Delivers to one recipient: at once if there is room (none is needed in the sender's own
+/// mailbox), otherwise after waiting for it until the deadline, which is set on first need.
 #[inline]
-async fn deliver_one<M: Routed>(
+async fn deliver<M: Routed>(
     to: &Recipient<M>,
     msg: M,
     name: &'static str,
     from: Sender<'_>,
-    deadline: Option<(Instant, Duration)>,
+    deadline: &mut Option<(Instant, Duration)>,
 ) -> Result<()> {
+    let msg = match try_deliver_one(to, msg, name, from) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError {
+            message,
+            error: Error::Full { .. },
+        }) => message,
+        Err(e) => return Err(e.error),
+    };
     let index = to.pick(msg.payload());
     let core = to.core(index);
-    let reserved = !from.is_me(core);
-    if reserved {
-        match core.room.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::Closed) => {
-                return Err(Error::Stopped {
-                    actor: core.actor,
-                    message: name,
-                })
-            }
-            Err(TryAcquireError::NoPermits) => wait_for_room(core, name, deadline).await?,
-        }
+    if deadline.is_none() {
+        *deadline = from.timeout.map(|t| (Instant::now() + t, t));
     }
-    to.push(index, msg, reserved).map_err(|_| Error::Stopped {
+    wait_for_room(core, name, *deadline).await?;
+    to.push(index, msg, true).map_err(|_| Error::Stopped {
         actor: core.actor,
         message: name,
     })
