@@ -6,6 +6,7 @@
 //! emitted next to the `compile_error!`s so the rest of the crate keeps type-checking.
 
 mod ctxt;
+mod duration;
 mod handlers;
 mod message;
 mod respan;

@@ -203,28 +203,7 @@ pub(crate) fn options_with_crate(
 /// `"100ms..10s"` (exponential) or `"250ms"` (fixed) into milliseconds; the runtime's
 /// `Backoff::parse` accepts the same text, this one checks it at compile time.
 fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
-    let ms = |part: &str| -> Result<u64, String> {
-        let part = part.trim();
-        let split = part
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{part}` has no unit: write `100ms`, `2s`, `5m` or `1h`"))?;
-        let (n, unit) = part.split_at(split);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("`{part}` does not start with a whole number"))?;
-        let factor = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => {
-                return Err(format!(
-                    "unknown unit `{unit}` in `{part}`: use `ms`, `s`, `m` or `h`"
-                ))
-            }
-        };
-        Ok(n * factor)
-    };
+    let ms = crate::duration::parse_millis;
     match text.split_once("..") {
         Some((min_text, max_text)) => {
             let (min, max) = (ms(min_text)?, ms(max_text)?);

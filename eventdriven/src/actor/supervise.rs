@@ -111,6 +111,7 @@ impl Message for ActorFailed {
     const NAME: &'static str = "eventdriven.actor_failed";
 }
 
+#[diagnostic::do_not_recommend]
 impl Event for ActorFailed {}
 
 /// How a handler's future ended.

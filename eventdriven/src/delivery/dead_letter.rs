@@ -356,4 +356,5 @@ impl Message for DeadLetterThresholdExceeded {
     const NAME: &'static str = "eventdriven.dead_letter_threshold_exceeded";
 }
 
+#[diagnostic::do_not_recommend]
 impl Event for DeadLetterThresholdExceeded {}
