@@ -441,9 +441,9 @@ struct Gate {
 #[command(reply = u32)]
 struct Work(u32);
 
-/// Expires 20 ms after it is sent unless handled by then.
+/// Expires 500 ms after it is sent unless handled by then.
 #[derive(Command, Debug)]
-#[command(reply = u32, ttl = "20ms")]
+#[command(reply = u32, ttl = "500ms")]
 struct Urgent(u32);
 
 #[handlers]
@@ -515,14 +515,14 @@ async fn an_expired_message_is_never_handled_and_its_sender_hears_why() {
 
 #[tokio::test]
 async fn a_message_type_can_carry_its_own_time_to_live() {
-    assert_eq!(<Urgent as Message>::TTL, Some(Duration::from_millis(20)));
+    assert_eq!(<Urgent as Message>::TTL, Some(Duration::from_millis(500)));
     let (actor, gate, handled) = gate();
     let app = App::builder().actor(actor).build().await.unwrap();
     assert_eq!(app.send(Urgent(1)).await.unwrap(), 1, "handled in time");
     app.tell(Work(1)).await.unwrap(); // blocks the actor
     let late = app.send(Urgent(2));
     let release = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
         gate.add_permits(1);
     };
     let (reply, ()) = tokio::join!(late, release);
