@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Summarises the core benchmarks as a markdown table (python3 standard library only).
+"""Summarises the benchmarks as markdown tables (python3 standard library only).
 
-Reads criterion's results under $CARGO_TARGET_DIR/criterion (default
-$HOME/.cache/eventdriven-target, as scripts/bench.sh), or under the directory given as the
-first argument: for every group with both an `eventdriven` and a `tokio` benchmark, the
-median point estimate of `new/estimates.json` and the throughput of `new/benchmark.json`.
+Reads, under $CARGO_TARGET_DIR (default $HOME/.cache/eventdriven-target, as scripts/bench.sh)
+or under the criterion directory given as the first argument:
 
-The ratio column is tokio's median time divided by eventdriven's: above 1 eventdriven is
-faster, below 1 it is slower (0.50 = eventdriven takes twice as long as raw tokio).
+- criterion's results (`criterion/<group>/<bench>/new/`): for every group holding an
+  `eventdriven` benchmark, the median point estimate of each benchmark (`estimates.json`) and
+  its throughput (`benchmark.json`);
+- `ed-bench/latency.json` (the `latency` bench: round-trip percentiles, unloaded and loaded);
+- `ed-bench/spawn.json` (the `spawn` bench: spawning idle actors, memory per actor).
 
-Any other benchmark in a group (a control such as `tokio_envelope`) is listed in a second
-table with the same ratio against that group's `eventdriven`.
+Ratios are always **contender time / eventdriven time**: above 1 the contender takes longer
+than eventdriven (eventdriven is faster), below 1 it is quicker (tokio at 0.40 = eventdriven
+takes 2.5 x as long as raw tokio). For the other frameworks this reads "x times eventdriven's
+time"; for tokio it is the same number as "eventdriven runs at x of tokio's throughput".
 
     scripts/bench_table.py [CRITERION_DIR] [--spread]
 
@@ -23,8 +26,16 @@ import os
 import sys
 from pathlib import Path
 
-OURS, BASELINE = "eventdriven", "tokio"
-
+OURS = "eventdriven"
+# Column order; anything else found in a group (controls) is listed after these.
+CONTENDERS = ["eventdriven", "tokio", "kameo", "actix", "ractor", "xtra"]
+GROUPS = ["tell_1to1", "ask_round_trip", "fanout_1to8", "monolith_10k"]
+UNITS = {
+    "tell_1to1": "per message",
+    "ask_round_trip": "per round trip",
+    "fanout_1to8": "per delivery",
+    "monolith_10k": "per order",
+}
 
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 SPREAD = "--spread" in sys.argv[1:]
@@ -77,76 +88,172 @@ def fmt_rate(per_second: float) -> str:
     return f"{per_second:.0f} /s"
 
 
-def main() -> int:
-    root = criterion_dir()
-    if not root.is_dir():
-        print(f"no criterion results in {root}: run scripts/bench.sh first", file=sys.stderr)
-        return 1
-    rows, controls, spreads = [], [], []
+def ordered(names):
+    known = [n for n in CONTENDERS if n in names]
+    return known + sorted(n for n in names if n not in CONTENDERS)
+
+
+def criterion_tables(root: Path) -> bool:
+    groups = {}
     for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "report"):
-        ours, base = load(group / OURS), load(group / BASELINE)
-        if ours is None or base is None:
-            continue
-        (ours_ns, elements), (base_ns, _) = ours, base
+        benches = {}
+        for bench in group.iterdir():
+            if bench.is_dir() and bench.name != "report":
+                found = load(bench)
+                if found is not None:
+                    benches[bench.name] = (found, bench)
+        if OURS in benches:
+            groups[group.name] = benches
+    if not groups:
+        print(f"no criterion group with an `{OURS}` benchmark in {root}", file=sys.stderr)
+        return False
+    names = [g for g in GROUPS if g in groups] + sorted(g for g in groups if g not in GROUPS)
+    columns = [c for c in CONTENDERS if any(c in groups[g] for g in names)]
+
+    print(f"Criterion medians from {root}.")
+    print(
+        f"Ratio = contender time / {OURS} time (above 1: {OURS} is faster; below 1: slower)."
+    )
+    print()
+    print("Median time per message (per round trip, delivery, order); ratio in brackets:")
+    print()
+    print("| workload | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for g in names:
+        (ours_ns, elements), _ = groups[g][OURS]
         n = elements or 1
-        rows.append(
-            "| {} | {} | {} | {} | {} | {} | {} | **{:.2f}** |".format(
-                group.name,
-                n,
-                fmt_time(ours_ns),
-                fmt_time(base_ns),
-                fmt_time(ours_ns / n),
-                fmt_time(base_ns / n),
-                f"{fmt_rate(n * 1e9 / ours_ns)} / {fmt_rate(n * 1e9 / base_ns)}",
-                base_ns / ours_ns,
+        cells = []
+        for c in columns:
+            if c not in groups[g]:
+                cells.append("–")
+                continue
+            (ns, _), _ = groups[g][c]
+            cell = fmt_time(ns / n)
+            cells.append(f"**{cell}**" if c == OURS else f"{cell} ({ns / ours_ns:.2f})")
+        print(f"| {g} | " + " | ".join(cells) + " |")
+
+    print()
+    print("Every benchmark (controls included):")
+    print()
+    print("| workload | contender | msgs/iter | median / iter | per msg | throughput | ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    spreads = []
+    for g in names:
+        (ours_ns, elements), _ = groups[g][OURS]
+        n = elements or 1
+        for c in ordered(groups[g].keys()):
+            (ns, _), bench = groups[g][c]
+            ratio = "1" if c == OURS else f"{ns / ours_ns:.2f}"
+            print(
+                f"| {g} | {c} | {n} | {fmt_time(ns)} | {fmt_time(ns / n)} "
+                f"| {fmt_rate(n * 1e9 / ns)} | {ratio} |"
             )
-        )
-        for bench in sorted(p for p in group.iterdir() if p.is_dir() and p.name != "report"):
             found = spread(bench)
             if found is not None:
                 lo, mid, hi = (fmt_time(x) for x in found)
-                spreads.append(f"| {group.name} | {bench.name} | {lo} | {mid} | {hi} |")
-        for other in sorted(p for p in group.iterdir() if p.is_dir()):
-            if other.name in (OURS, BASELINE, "report"):
-                continue
-            found = load(other)
-            if found is None:
-                continue
-            other_ns = found[0]
-            controls.append(
-                f"| {group.name} | {other.name} | {fmt_time(other_ns)} "
-                f"| {fmt_time(other_ns / n)} | {other_ns / ours_ns:.2f} |"
-            )
-    if not rows:
-        print(f"no group with both `{OURS}` and `{BASELINE}` in {root}", file=sys.stderr)
-        return 1
-    print(f"Medians from {root}.")
-    print(f"Ratio = {BASELINE} time / {OURS} time: above 1 {OURS} is faster, below 1 slower.")
-    print()
-    print(
-        "| workload | msgs/iter | eventdriven median | tokio median "
-        "| eventdriven per msg | tokio per msg | throughput (ed / tokio) | ratio |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(row)
-    if controls:
-        print()
-        print(f"Controls (ratio = control time / {OURS} time, same sense as above):")
-        print()
-        print("| workload | control | median | per msg | ratio |")
-        print("|---|---|---:|---:|---:|")
-        for row in controls:
-            print(row)
+                spreads.append(f"| {g} | {c} | {lo} | {mid} | {hi} |")
     if SPREAD and spreads:
         print()
         print("Spread of the samples (time per iteration):")
         print()
-        print("| workload | benchmark | fastest | median | slowest |")
+        print("| workload | contender | fastest | median | slowest |")
         print("|---|---|---:|---:|---:|")
         for row in spreads:
             print(row)
-    return 0
+    return True
+
+
+def us(ns: float) -> str:
+    return f"{ns / 1000:.2f} µs" if ns < 10_000 else f"{ns / 1000:.1f} µs"
+
+
+def latency_table(path: Path) -> None:
+    if not path.is_file():
+        print(f"(no {path}: run `cargo bench -p eventdriven-benches --bench latency`)")
+        return
+    data = json.loads(path.read_text())
+    results = data["contenders"]
+    print(
+        f"Round-trip latency ({data['round_trips']} timed round trips per round, "
+        f"median over {data['rounds']} rounds); ratio = contender / {OURS}:"
+    )
+    print()
+    print(
+        "| contender | p50 | p90 | p99 | p99.9 | p99 ratio | loaded p50 | loaded p99 "
+        "| loaded p99.9 | loaded p99 ratio | B's load |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ours = results.get(OURS)
+    for name in ordered(results.keys()):
+        r = results[name]
+        u = r["unloaded"]
+        row = [name, us(u["p50"]), us(u["p90"]), us(u["p99"]), us(u["p999"])]
+        row.append(f"{u['p99'] / ours['unloaded']['p99']:.2f}" if ours else "")
+        loaded = r.get("loaded")
+        if loaded:
+            row += [us(loaded["p50"]), us(loaded["p99"]), us(loaded["p999"])]
+            row.append(f"{loaded['p99'] / ours['loaded']['p99']:.2f}" if ours else "")
+            row.append(fmt_rate(r["load_msgs_per_s"]))
+        else:
+            row += ["–"] * 5
+        print("| " + " | ".join(row) + " |")
+
+
+def spawn_table(path: Path) -> None:
+    if not path.is_file():
+        print(f"(no {path}: run `cargo bench -p eventdriven-benches --bench spawn`)")
+        return
+    runs = {}
+    for run in json.loads(path.read_text()):
+        runs.setdefault(run["contender"], []).append(run)
+
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    rows = {}
+    for name, rs in runs.items():
+        n = rs[0]["count"]
+        rows[name] = {
+            "n": n,
+            "reps": len(rs),
+            "spawn": median(r["spawn_ns"] for r in rs),
+            "ready": median(r["ready_ns"] for r in rs),
+            "mem": median((r["rss_after"] - r["rss_before"]) / n for r in rs),
+        }
+    ours = rows.get(OURS)
+    any_row = next(iter(rows.values()))
+    print(
+        f"Spawning {any_row['n']} idle actors, one process per contender and run, median of "
+        f"{any_row['reps']} runs; ratio = contender / {OURS}:"
+    )
+    print()
+    print(
+        "| contender | spawn | per actor | ratio | ready (all handled 1 msg) "
+        "| memory per actor | ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in ordered(rows.keys()):
+        r = rows[name]
+        t_ratio = f"{r['spawn'] / ours['spawn']:.2f}" if ours else ""
+        m_ratio = f"{r['mem'] / ours['mem']:.2f}" if ours else ""
+        print(
+            f"| {name} | {fmt_time(r['spawn'])} | {fmt_time(r['spawn'] / r['n'])} | {t_ratio} "
+            f"| {fmt_time(r['ready'])} | {r['mem']:.0f} B | {m_ratio} |"
+        )
+
+
+def main() -> int:
+    root = criterion_dir()
+    ok = root.is_dir() and criterion_tables(root)
+    if not root.is_dir():
+        print(f"no criterion results in {root}: run scripts/bench.sh first", file=sys.stderr)
+    reports = root.parent / "ed-bench"
+    print()
+    latency_table(reports / "latency.json")
+    print()
+    spawn_table(reports / "spawn.json")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
