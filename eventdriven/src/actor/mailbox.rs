@@ -359,7 +359,16 @@ where
 pub(crate) struct Inbox<A: Actor> {
     pub(crate) core: Arc<MailboxCore>,
     rx: UnboundedReceiver<Slot<A::Mailbox>>,
+    /// Slots taken from the channel in one go, in reverse order (the next one last). Their
+    /// room is given back one at a time as the actor takes them, so the mailbox's bound holds.
+    batch: Vec<Slot<A::Mailbox>>,
 }
+
+/// How many slots the actor takes from its channel at once. Taking a batch costs one poll of
+/// the channel instead of one per message; 128 measured best of 32, 64 and 128 (tell went from
+/// 0.40x to 0.51-0.56x of raw tokio in `--bench guard`). The buffer grows with need: an actor
+/// that only ever receives one message at a time keeps it at a few slots.
+const BATCH: usize = 128;
 
 /// Creates a mailbox: the shared core, the sender to clone into ports, the actor's inbox.
 pub(crate) fn mailbox<A: Actor>(
@@ -371,14 +380,28 @@ pub(crate) fn mailbox<A: Actor>(
 ) {
     let core = Arc::new(MailboxCore::new(A::NAME, capacity));
     let (tx, rx) = mpsc::unbounded_channel();
-    (core.clone(), tx, Inbox { core, rx })
+    (
+        core.clone(),
+        tx,
+        Inbox {
+            core,
+            rx,
+            batch: Vec::new(),
+        },
+    )
 }
 
 impl<A: Actor> Inbox<A> {
     /// The next message, or `None` once a `Stop` arrives.
     #[inline]
     pub(crate) async fn recv(&mut self) -> Option<A::Mailbox> {
-        match self.rx.recv().await? {
+        if self.batch.is_empty() {
+            if self.rx.recv_many(&mut self.batch, BATCH).await == 0 {
+                return None;
+            }
+            self.batch.reverse();
+        }
+        match self.batch.pop()? {
             Slot::Msg { msg, reserved } => {
                 let own = &self.core.own.0;
                 // Before the room is given back (a release): whoever sees the room sees
@@ -404,7 +427,9 @@ impl<A: Actor> Inbox<A> {
         self.core.room.close();
         self.rx.close();
         let mut left = Vec::new();
-        while let Ok(slot) = self.rx.try_recv() {
+        let taken: Vec<_> = self.batch.drain(..).rev().collect();
+        let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
+        for slot in taken.into_iter().chain(queued) {
             if let Slot::Msg { msg, reserved } = slot {
                 if !reserved {
                     self.core.unreserved_out.fetch_add(1, Ordering::SeqCst);
