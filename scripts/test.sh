@@ -2,8 +2,10 @@
 # Runs every check and test of the workspace: formatting, clippy, then `cargo test` (unit,
 # integration, trybuild ui, doc tests, and the examples run end to end).
 #
-# The test suites that need real servers (PostgreSQL, brokers) start them from
-# scripts/servers/ on loopback and stop them when they finish; today's suites need none.
+# Real servers run on loopback for the tests and are stopped afterwards: PostgreSQL by
+# scripts/with-postgres.sh (installed from the OS packages if missing; a throwaway cluster in a
+# temp directory), which runs `cargo test` below with EVENTDRIVEN_POSTGRES_URL set. Set that
+# variable yourself to use your own server instead.
 #
 # A cargo target directory under $HOME is shared between runs (set CARGO_TARGET_DIR to use
 # another), so a second run rebuilds only what changed.
@@ -24,4 +26,4 @@ cargo clippy --all-targets --all-features --locked -- -D warnings
 
 step "cargo test"
 # Every test bounds its own waits; this outer limit only guards CI's time budget.
-timeout 60m cargo test --all-features --locked
+scripts/with-postgres.sh timeout 60m cargo test --all-features --locked
