@@ -6,6 +6,7 @@ pub mod app;
 pub mod delivery;
 pub mod error;
 pub mod message;
+pub mod store;
 
 pub use actor::ReplyFuture;
 pub use actor::{Actor, Context, Mailbox};
@@ -13,7 +14,8 @@ pub use app::{ActorOptions, ActorStats, App, AppBuilder, Stats, IDEMPOTENCY_KEY}
 pub use delivery::{DeadLetter, DeadLetters};
 pub use error::{Error, Result, TrySendError};
 pub use message::{
-    Command, Envelope, Event, Headers, Message, MessageId, Metadata, Query, Timestamp,
+    Command, Envelope, Event, Headers, Message, MessageId, Metadata, ParseMessageIdError, Query,
+    Timestamp,
 };
 
 pub use eventdriven_macros::{handle, handlers, query, subscribe, Command, Event, Query};

@@ -159,6 +159,27 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// The text of an id that is not in the 8-4-4-4-12 hex form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a message id (8-4-4-4-12 hex digits): {0:?}")]
+pub struct ParseMessageIdError(String);
+
+impl std::str::FromStr for MessageId {
+    type Err = ParseMessageIdError;
+
+    /// Parses the form `Display` writes (hyphens optional), as ids come back from a store.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let fail = || ParseMessageIdError(text.to_owned());
+        let hex: String = text.chars().filter(|&c| c != '-').collect();
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(fail());
+        }
+        u128::from_str_radix(&hex, 16)
+            .map(Self::from_u128)
+            .map_err(|_| fail())
+    }
+}
+
 impl fmt::Debug for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MessageId({self})")
