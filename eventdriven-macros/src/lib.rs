@@ -7,6 +7,7 @@
 
 mod ctxt;
 mod duration;
+mod events;
 mod handlers;
 mod message;
 mod respan;
@@ -30,6 +31,23 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Query, attributes(query, eventdriven))]
 pub fn derive_query(input: TokenStream) -> TokenStream {
     message::derive(input.into(), message::Kind::Query).into()
+}
+
+/// Derives `eventdriven::aggregate::Events` for an enum whose variants each hold one event
+/// type (`#[derive(Event)]` + serde): the aggregate's events, stored under each event's own
+/// name and schema version, decoded back by name, published on the bus as the event itself.
+/// Also derives `From<EventType>` for every variant.
+///
+/// ```ignore
+/// #[derive(Events, Clone, Debug)]
+/// enum AccountEvent {
+///     Opened(AccountOpened),
+///     Deposited(MoneyDeposited),
+/// }
+/// ```
+#[proc_macro_derive(Events, attributes(eventdriven))]
+pub fn derive_events(input: TokenStream) -> TokenStream {
+    events::derive(input.into()).into()
 }
 
 /// Turns an `impl` block's `#[handle]`, `#[subscribe]` and `#[query]` methods into an actor.

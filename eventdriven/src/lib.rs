@@ -2,11 +2,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod actor;
+pub mod aggregate;
 pub mod app;
 pub mod delivery;
 pub mod error;
 pub mod message;
 pub mod store;
+pub mod testing;
 
 pub use actor::ReplyFuture;
 pub use actor::{Actor, Context, Mailbox};
@@ -18,10 +20,11 @@ pub use message::{
     Timestamp,
 };
 
-pub use eventdriven_macros::{handle, handlers, query, subscribe, Command, Event, Query};
+pub use eventdriven_macros::{handle, handlers, query, subscribe, Command, Event, Events, Query};
 
 /// What every application needs: `use eventdriven::prelude::*;`.
 pub mod prelude {
+    pub use crate::aggregate::{Aggregate, Events};
     pub use crate::{
         handle, handlers, query, subscribe, App, Command, Context, Envelope, Event, Mailbox,
         Message, Metadata, Query,

@@ -373,3 +373,164 @@ impl<E, R> UncheckedEvent<E, R> for &Probe<(E, R)> {
         unreachable!("a wrong handler does not compile")
     }
 }
+
+/// One variant's event of `#[derive(Events)]`. The derive checks each variant's type against
+/// this trait once (`assert_variant`), spanned at the type, and reaches the type's name,
+/// version, encoding and publishing through [`CheckedVariant`] on `Probe<T>`, falling back to
+/// [`UncheckedVariant`] when the check fails, so a type that cannot be stored gets its one
+/// error and no cascade.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be one of an aggregate's events: it must be an event that serde can store",
+    label = "needs `#[derive(Event, Serialize, Deserialize)]`",
+    note = "each variant of a `#[derive(Events)]` enum holds a type with `#[derive(Event, Clone, Serialize, Deserialize)]`"
+)]
+pub trait VariantEvent: crate::Event + serde::Serialize + serde::de::DeserializeOwned {}
+
+impl<E: crate::Event + serde::Serialize + serde::de::DeserializeOwned> VariantEvent for E {}
+
+/// The one bound check per variant of `#[derive(Events)]`.
+pub const fn assert_variant<E: VariantEvent>() {}
+
+/// See [`VariantEvent`].
+pub trait CheckedVariant<E> {
+    /// `Message::NAME`.
+    fn name(&self) -> &'static str;
+    /// `Message::VERSION`.
+    fn version(&self) -> u32;
+    /// Encodes the event with `metadata`.
+    fn encode(
+        &self,
+        event: &E,
+        metadata: crate::Metadata,
+    ) -> crate::store::StoreResult<crate::store::EventData>;
+    /// Decodes a stored event (already upcast): its schema version must be the type's.
+    fn decode(&self, event: &crate::store::StoredEvent) -> crate::store::StoreResult<E>;
+    /// Publishes the event on the bus.
+    fn publish(
+        &self,
+        event: E,
+        app: &crate::App,
+        metadata: crate::Metadata,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send;
+    /// Publishes the event from inside a handler.
+    fn publish_in<A: crate::Actor>(
+        &self,
+        event: E,
+        ctx: &mut crate::Context<A>,
+        metadata: crate::Metadata,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send;
+}
+
+impl<E: VariantEvent> CheckedVariant<E> for Probe<E> {
+    fn name(&self) -> &'static str {
+        E::NAME
+    }
+
+    fn version(&self) -> u32 {
+        E::VERSION
+    }
+
+    fn encode(
+        &self,
+        event: &E,
+        metadata: crate::Metadata,
+    ) -> crate::store::StoreResult<crate::store::EventData> {
+        crate::store::EventData::from_event_with(event, metadata)
+    }
+
+    fn decode(&self, event: &crate::store::StoredEvent) -> crate::store::StoreResult<E> {
+        if event.schema_version != E::VERSION {
+            return Err(crate::store::StoreError::SchemaVersion {
+                name: event.name.clone(),
+                stored: event.schema_version,
+                current: E::VERSION,
+            });
+        }
+        event.decode()
+    }
+
+    fn publish(
+        &self,
+        event: E,
+        app: &crate::App,
+        metadata: crate::Metadata,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send {
+        app.publish_envelope(crate::Envelope::with_meta(event, metadata))
+    }
+
+    fn publish_in<A: crate::Actor>(
+        &self,
+        event: E,
+        ctx: &mut crate::Context<A>,
+        metadata: crate::Metadata,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send {
+        ctx.publish_envelope(crate::Envelope::with_meta(event, metadata))
+    }
+}
+
+/// See [`VariantEvent`]: only chosen when the type failed its check, so never run.
+pub trait UncheckedVariant<E> {
+    /// Never called.
+    fn name(&self) -> &'static str {
+        unreachable!("a variant that failed its check does not compile")
+    }
+    /// Never called.
+    fn version(&self) -> u32 {
+        unreachable!("a variant that failed its check does not compile")
+    }
+    /// Never called.
+    fn encode(
+        &self,
+        _: &E,
+        _: crate::Metadata,
+    ) -> crate::store::StoreResult<crate::store::EventData> {
+        unreachable!("a variant that failed its check does not compile")
+    }
+    /// Never called.
+    fn decode(&self, _: &crate::store::StoredEvent) -> crate::store::StoreResult<E> {
+        unreachable!("a variant that failed its check does not compile")
+    }
+    /// Never called.
+    fn publish(
+        &self,
+        _: E,
+        _: &crate::App,
+        _: crate::Metadata,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send {
+        async { unreachable!("a variant that failed its check does not compile") }
+    }
+    /// Never called.
+    fn publish_in<A: crate::Actor>(
+        &self,
+        _: E,
+        _: &mut crate::Context<A>,
+        _: crate::Metadata,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send {
+        async { unreachable!("a variant that failed its check does not compile") }
+    }
+}
+
+impl<E> UncheckedVariant<E> for &Probe<E> {}
+
+/// The store codec of a subscribed event type: `Some` when serde can store it, by autoref
+/// specialisation on `Probe<E>` (see [`Probe`]).
+pub trait StorableEvent {
+    /// The codec.
+    fn codec(&self) -> Option<crate::delivery::durable::Codec>;
+}
+
+impl<E: crate::Event + serde::Serialize + serde::de::DeserializeOwned> StorableEvent for Probe<E> {
+    fn codec(&self) -> Option<crate::delivery::durable::Codec> {
+        Some(crate::delivery::durable::Codec::of::<E>())
+    }
+}
+
+/// See [`StorableEvent`]: an event type serde cannot store has no codec.
+pub trait UnstorableEvent {
+    /// `None`.
+    fn codec(&self) -> Option<crate::delivery::durable::Codec> {
+        None
+    }
+}
+
+impl<E> UnstorableEvent for &Probe<E> {}

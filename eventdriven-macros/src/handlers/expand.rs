@@ -137,6 +137,17 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
     let routes = handlers.iter().map(|h| {
         let ident = &h.ident;
         let (probe, traits) = probe(krate, h);
+        // A subscribed event that serde can store gets a codec, for durable delivery.
+        let codec = (h.marker == Marker::Subscribe).then(|| {
+            let ty = without_self(&h.message, self_ty);
+            quote! {
+                {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{StorableEvent as _, UnstorableEvent as _};
+                    routes.codec((&#krate::__private::Probe::<#ty>(::core::marker::PhantomData)).codec());
+                }
+            }
+        });
         quote! {{
             #traits
             #probe.route(routes, __Mailbox::#ident, |msg| match msg {
@@ -144,6 +155,7 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
                 #[allow(unreachable_patterns)]
                 _ => ::core::option::Option::None,
             });
+            #codec
         }}
     });
     // The item of each variant, through `Probe<item>`; see the module docs.

@@ -217,6 +217,12 @@ impl<A: Actor> Context<A> {
         self.shared.routes.publish(env, self.sender()).await
     }
 
+    /// [`publish`](Self::publish) with metadata of your own (for example events a repository
+    /// stored with their ids, so a subscriber deduplicates them with what a relay delivers).
+    pub async fn publish_envelope<E: Event>(&mut self, env: Envelope<E>) -> Result<()> {
+        self.shared.routes.publish(env, self.sender()).await
+    }
+
     /// Like [`publish`](Self::publish) but returns [`Error::Full`] (with the event) instead of
     /// waiting when a subscriber's mailbox is full.
     pub fn try_publish<E: Event>(&mut self, event: E) -> Result<(), TrySendError<E>> {
@@ -309,6 +315,11 @@ impl<A: Actor> Context<A> {
                 if let Some(inflight) = inflight {
                     if inflight.options.idempotent {
                         self.shared.processed.insert(A::NAME, id);
+                        if let Some(durable) = &self.shared.durable {
+                            if let Err(error) = durable.store.record_processed(A::NAME, id).await {
+                                tracing::error!(%error, actor = A::NAME, %id, "processed id not written to the store");
+                            }
+                        }
                     }
                     if let Some(sequence) = inflight.sequence {
                         self.release(sequence, id);
@@ -434,6 +445,7 @@ impl<A: Actor> Context<A> {
                         first_failure: None,
                         target: payload.as_ref().map(|_| me.clone()),
                         payload,
+                        stored: false,
                     })
                     .await;
             }
@@ -503,6 +515,7 @@ impl<A: Actor> Context<A> {
                         first_failure: None,
                         payload: Some(payload),
                         target: Some(me.clone()),
+                        stored: false,
                     })
                     .await;
             }
@@ -540,6 +553,7 @@ impl<A: Actor> Context<A> {
                 first_failure: first,
                 payload,
                 target,
+                stored: false,
             })
             .await;
     }
@@ -656,6 +670,7 @@ impl<A: Actor> Context<A> {
                 first_failure: None,
                 payload: Some(payload),
                 target: Some(self.me.clone()),
+                stored: false,
             };
             if let Some(crossed) = self.shared.dead_letters.push(letter) {
                 self.shared.threshold_crossed(crossed);

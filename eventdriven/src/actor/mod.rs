@@ -160,6 +160,13 @@ impl<A: Actor> Routes<'_, A> {
         let recipient = self.recipient(wrap, unwrap);
         self.table.event::<E>(recipient);
     }
+
+    /// How a subscribed event type is stored, if serde can store it.
+    pub fn codec(&mut self, codec: Option<crate::delivery::durable::Codec>) {
+        if let Some(codec) = codec {
+            self.table.codecs.add(codec);
+        }
+    }
 }
 
 /// What a `#[subscribe]` method may return: `()` or `Result<(), E>` with a displayable `E`

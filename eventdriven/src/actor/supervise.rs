@@ -351,6 +351,7 @@ async fn reject<A: Actor>(ctx: &mut Context<A>, msg: A::Mailbox, reason: Reason)
             first_failure: None,
             target: payload.as_ref().map(|_| ctx.me.clone()),
             payload,
+            stored: false,
         })
         .await;
 }

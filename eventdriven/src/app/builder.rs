@@ -14,13 +14,16 @@ use super::{App, AppInner, Config, Shared};
 use crate::actor::mailbox::{self, KeyFn, MailboxCore, StopHandle};
 use crate::actor::supervise::Factory;
 use crate::actor::{run, Actor, Context, Keys, Mailbox, Routes, Supervision};
+use crate::delivery::durable::{self, intern, StoreWriter};
 use crate::delivery::idempotency::IdempotentReplies;
 use crate::delivery::schedule::Scheduler;
 use crate::delivery::{
     DeadLetters, IdempotencyWindow, MemoryProcessedIds, ProcessedIds, RetryPolicy,
 };
+use crate::delivery::{NewDeadLetter, Reason};
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::message::{Message, Timestamp};
+use crate::store::Store;
 
 /// How one actor runs: its mailbox, its supervision, its default retry policy.
 ///
@@ -86,6 +89,7 @@ pub struct AppBuilder {
     dead_letter_threshold: Option<usize>,
     processed: Option<Arc<dyn ProcessedIds>>,
     replies_window: IdempotencyWindow,
+    store: Option<Store>,
     /// Misuse found while building (reported by `build`).
     errors: Vec<Error>,
 }
@@ -100,6 +104,7 @@ impl AppBuilder {
             dead_letter_threshold: None,
             processed: None,
             replies_window: IdempotencyWindow::default(),
+            store: None,
             errors: Vec::new(),
         }
     }
@@ -288,6 +293,25 @@ impl AppBuilder {
         self
     }
 
+    /// Keeps the app's dead letters, idempotent subscribers' processed ids and scheduled
+    /// events in `store`, so they survive a restart: `build()` loads what a previous run left
+    /// there (see [`delivery::durable`](crate::delivery)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> anyhow::Result<()> {
+    /// use eventdriven::{store::Store, App};
+    ///
+    /// let app = App::builder().store(Store::memory()).build().await?;
+    /// # app.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Builds the routing table, checks it, and starts every actor's task.
     ///
     /// Fails if a command or query has two handlers ([`Error::DuplicateHandler`]) or a mailbox
@@ -320,6 +344,13 @@ impl AppBuilder {
             return Err(table.errors.swap_remove(0));
         }
         let dead_letters = table.table.dead_letters.clone();
+        let durable = self.store.map(StoreWriter::start);
+        if let Some(durable) = &durable {
+            let _ = dead_letters.durable.set(durable.clone());
+        }
+        let processed = self
+            .processed
+            .unwrap_or_else(|| Arc::new(MemoryProcessedIds::new(IdempotencyWindow::default())));
         let shared = Arc::new(Shared {
             routes: table.table,
             config: Config {
@@ -328,16 +359,21 @@ impl AppBuilder {
                 retry: self.retry,
             },
             dead_letters,
-            processed: self
-                .processed
-                .unwrap_or_else(|| Arc::new(MemoryProcessedIds::new(IdempotencyWindow::default()))),
+            processed,
             scheduler: Arc::new(Scheduler::default()),
             replies: IdempotentReplies::new(self.replies_window),
+            durable,
+            codecs: std::mem::take(&mut table.codecs),
             accepting: AtomicBool::new(true),
             abandon: AtomicBool::new(false),
             abandon_notify: Notify::new(),
             mailboxes,
         });
+        if let Err(e) = recover(&shared, self.replies_window).await {
+            return Err(Error::Config(format!(
+                "could not load the delivery state from the store: {e}"
+            )));
+        }
         let tasks = ready.into_iter().map(|launch| launch(&shared)).collect();
         Ok(App {
             inner: Arc::new(AppInner {
@@ -347,6 +383,83 @@ impl AppBuilder {
             }),
         })
     }
+}
+
+/// Loads what a previous run left in the store: processed ids within the window, dead
+/// letters (retryable again where the event type has a codec and its subscriber is here) and
+/// scheduled events (scheduled again; past due ones at once).
+async fn recover(shared: &Arc<Shared>, window: IdempotencyWindow) -> crate::store::StoreResult<()> {
+    let Some(durable) = &shared.durable else {
+        return Ok(());
+    };
+    let store = &durable.store;
+    let actor = |name: &str| shared.mailboxes.iter().find(|core| core.actor == name);
+
+    let since = Timestamp::from_unix_nanos(
+        Timestamp::now()
+            .as_unix_nanos()
+            .saturating_sub(window.max_age.as_nanos() as u64),
+    );
+    for (consumer, id) in store.processed_since(since, window.max_ids).await? {
+        if let Some(core) = actor(&consumer) {
+            shared.processed.insert(core.actor, id);
+        }
+    }
+
+    const PAGE: usize = 100_000;
+    for letter in store.dead_letters(PAGE).await? {
+        let (reason, error) = letter
+            .reason
+            .split_once(": ")
+            .unwrap_or(("failed", &letter.reason));
+        let target = actor(&letter.recipient).cloned();
+        let codec = shared.codecs.get(&letter.message.name);
+        let payload = match (codec, &target) {
+            (Some(codec), Some(_)) if !letter.message.payload.is_null() => {
+                match codec.decode(&letter.message) {
+                    Ok(payload) => Some(payload),
+                    Err(error) => {
+                        tracing::warn!(%error, message_name = letter.message.name, "stored dead letter cannot be retried");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        shared.dead_letters.load(
+            NewDeadLetter {
+                actor: target
+                    .as_ref()
+                    .map_or_else(|| intern(&letter.recipient), |core| core.actor),
+                message: codec.map_or_else(|| intern(&letter.message.name), |codec| codec.name),
+                meta: letter.message.metadata,
+                reason: Reason::from_text(reason).unwrap_or(Reason::Failed),
+                error: error.to_owned(),
+                first_failure: None,
+                target: payload.as_ref().and(target),
+                payload,
+                stored: true,
+            },
+            letter.failed_at.to_system_time(),
+        );
+    }
+
+    let far = Timestamp::from_unix_nanos(u64::MAX);
+    for schedule in store.due_schedules(far, PAGE).await? {
+        let name = &schedule.message.name;
+        match shared.codecs.get(name) {
+            Some(codec) if schedule.kind == "publish" => {
+                // Scheduling writes it to the store again (same id: replaced).
+                codec.schedule(shared, &schedule.message, durable::instant(schedule.due))?;
+            }
+            _ => tracing::warn!(
+                message_name = %name,
+                kind = schedule.kind,
+                "stored scheduled message has no subscriber here; left in the store"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// An actor as given to the builder.

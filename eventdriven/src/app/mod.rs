@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::actor::mailbox::{MailboxCore, StopHandle};
 use crate::actor::ReplyFuture;
+use crate::delivery::durable::{self, Codecs, StoreWriter};
 use crate::delivery::idempotency::IdempotentReplies;
 use crate::delivery::schedule::Scheduler;
 use crate::delivery::{
@@ -44,6 +45,10 @@ pub(crate) struct Shared {
     pub(crate) processed: Arc<dyn ProcessedIds>,
     pub(crate) scheduler: Arc<Scheduler>,
     pub(crate) replies: IdempotentReplies,
+    /// With `AppBuilder::store`: where dead letters, processed ids and schedules are kept.
+    pub(crate) durable: Option<Arc<StoreWriter>>,
+    /// How subscribed event types are stored.
+    pub(crate) codecs: Codecs,
     accepting: AtomicBool,
     /// Set when the shutdown deadline passed: actors stop handling, retries stop waiting.
     abandon: AtomicBool,
@@ -72,9 +77,46 @@ impl Shared {
 
     /// Records a dead letter, and publishes [`DeadLetterThresholdExceeded`] when its actor's
     /// count just passed the threshold.
-    pub(crate) async fn dead_letter(&self, letter: NewDeadLetter) {
+    pub(crate) async fn dead_letter(&self, mut letter: NewDeadLetter) {
+        if let Some(durable) = &self.durable {
+            letter.stored = self.store_dead_letter(&durable.store, &letter).await;
+        }
         if let Some(crossed) = self.dead_letters.push(letter) {
             self.threshold_crossed(crossed);
+        }
+    }
+
+    /// Writes a dead letter to the store: with its payload when its type has a codec, else
+    /// with its metadata only. `false` if the store failed (the letter stays in memory).
+    async fn store_dead_letter(&self, store: &crate::store::Store, letter: &NewDeadLetter) -> bool {
+        let encoded = letter.payload.as_ref().and_then(|payload| {
+            let codec = self.codecs.get(letter.message)?;
+            match codec.encode(payload.value.as_ref()) {
+                Ok(data) => Some(data),
+                Err(error) => {
+                    tracing::warn!(%error, message_name = letter.message, "dead letter stored without its payload");
+                    None
+                }
+            }
+        });
+        let message = encoded.unwrap_or_else(|| crate::store::EventData {
+            name: letter.message.to_owned(),
+            schema_version: 0,
+            payload: serde_json::Value::Null,
+            metadata: letter.meta.clone(),
+        });
+        let stored = crate::store::StoredDeadLetter {
+            message,
+            recipient: letter.actor.to_owned(),
+            reason: format!("{}: {}", letter.reason, letter.error),
+            failed_at: crate::message::Timestamp::now(),
+        };
+        match store.put_dead_letter(stored).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, message_name = letter.message, actor = letter.actor, "dead letter not written to the store; kept in memory only");
+                false
+            }
         }
     }
 
@@ -122,12 +164,35 @@ impl Shared {
     ) -> Scheduled {
         let shared = self.clone();
         let meta = env.meta.clone();
-        self.scheduler.schedule(E::NAME, meta, at, async move {
-            let meta = env.meta.clone();
-            if let Err(e) = shared.routes.publish(env, Sender::OUTSIDE).await {
-                shared.unsent(E::NAME, meta, e).await;
+        // Kept in the store too when the app has one and the event type a codec.
+        let durable = self.durable.as_ref().and_then(|durable| {
+            let codec = self.codecs.get(E::NAME)?;
+            match codec.encode(&env) {
+                Ok(message) => {
+                    durable.put_schedule(crate::store::StoredSchedule {
+                        message,
+                        kind: "publish".to_owned(),
+                        due: durable::wall_time(at),
+                    });
+                    Some(durable.clone())
+                }
+                Err(error) => {
+                    tracing::warn!(%error, message_name = E::NAME, "scheduled event kept in memory only");
+                    None
+                }
             }
-        })
+        });
+        self.scheduler
+            .schedule(E::NAME, meta, at, durable.clone(), async move {
+                let meta = env.meta.clone();
+                let id = meta.id;
+                if let Err(e) = shared.routes.publish(env, Sender::OUTSIDE).await {
+                    shared.unsent(E::NAME, meta, e).await;
+                }
+                if let Some(durable) = durable {
+                    durable.remove_schedule(id);
+                }
+            })
     }
 
     pub(crate) fn schedule_tell<C: Command>(
@@ -137,16 +202,17 @@ impl Shared {
     ) -> Scheduled {
         let shared = self.clone();
         let meta = env.meta.clone();
-        self.scheduler.schedule(C::NAME, meta, at, async move {
-            let meta = env.meta.clone();
-            let sent = match shared.routes.command::<C>() {
-                Ok(route) => shared.routes.tell(route, env, Sender::OUTSIDE).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = sent {
-                shared.unsent(C::NAME, meta, e).await;
-            }
-        })
+        self.scheduler
+            .schedule(C::NAME, meta, at, None, async move {
+                let meta = env.meta.clone();
+                let sent = match shared.routes.command::<C>() {
+                    Ok(route) => shared.routes.tell(route, env, Sender::OUTSIDE).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    shared.unsent(C::NAME, meta, e).await;
+                }
+            })
     }
 
     /// A scheduled message that came due but could not be delivered.
@@ -161,6 +227,7 @@ impl Shared {
             first_failure: None,
             payload: None,
             target: None,
+            stored: false,
         })
         .await;
     }
@@ -525,11 +592,15 @@ impl App {
                     first_failure: None,
                     payload: None,
                     target: None,
+                    stored: false,
                 })
                 .await;
         }
         for stop in &self.inner.stops {
             stop();
+        }
+        if let Some(durable) = &shared.durable {
+            durable.flush(deadline.max(Duration::from_secs(1))).await;
         }
         // A task ends once it reads `Stop` (or, abandoned, after its current handler). A
         // handler still awaiting something after a grace period is dropped at its next poll,
@@ -590,7 +661,18 @@ impl App {
             }
         }
         match (payload.redeliver)(&shared.routes, &target, payload.value, 1, true) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let (true, Some(durable)) = (letter.stored, &shared.durable) {
+                    if let Err(error) = durable
+                        .store
+                        .remove_dead_letter(letter.meta.id, letter.actor)
+                        .await
+                    {
+                        tracing::error!(%error, "retried dead letter not removed from the store");
+                    }
+                }
+                Ok(())
+            }
             Err(e) => {
                 target.room.add_permits(1);
                 shared.dead_letters.restore(letter);

@@ -84,6 +84,8 @@ pub(crate) struct RouteTable {
 pub(crate) struct TableBuilder {
     pub(crate) table: RouteTable,
     pub(crate) errors: Vec<Error>,
+    /// How each subscribed event type that serde can store is stored.
+    pub(crate) codecs: crate::delivery::durable::Codecs,
 }
 
 impl TableBuilder {
@@ -551,6 +553,7 @@ impl<'a, E: Event> Reservation<'a, E> {
                         redeliver: redeliver_event::<E>,
                     }),
                     target: Some(core.clone()),
+                    stored: false,
                 });
             }
         }

@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use crate::actor::item::Payload;
 use crate::actor::mailbox::MailboxCore;
+use crate::delivery::durable::StoreWriter;
 use crate::message::{Envelope, Event, Message, Metadata};
 
 /// Why a message was dead-lettered.
@@ -31,6 +32,21 @@ pub enum Reason {
     Stopped,
     /// The shutdown deadline passed before it was handled.
     Shutdown,
+}
+
+impl Reason {
+    const ALL: [Reason; 5] = [
+        Reason::Failed,
+        Reason::Panicked,
+        Reason::Expired,
+        Reason::Stopped,
+        Reason::Shutdown,
+    ];
+
+    /// The reason whose `Display` text `text` is.
+    pub(crate) fn from_text(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.to_string() == text)
+    }
 }
 
 impl fmt::Display for Reason {
@@ -68,6 +84,8 @@ pub struct DeadLetter {
     pub last_failure: SystemTime,
     pub(crate) payload: Option<Payload>,
     pub(crate) target: Option<Arc<MailboxCore>>,
+    /// Whether the store holds it (to be removed there when it leaves).
+    pub(crate) stored: bool,
 }
 
 impl fmt::Debug for DeadLetter {
@@ -169,6 +187,8 @@ pub(crate) struct NewDeadLetter {
     pub(crate) first_failure: Option<SystemTime>,
     pub(crate) payload: Option<Payload>,
     pub(crate) target: Option<Arc<MailboxCore>>,
+    /// Whether it was written to the store.
+    pub(crate) stored: bool,
 }
 
 /// A subscriber whose dead-letter count just passed the configured threshold.
@@ -191,6 +211,8 @@ pub struct DeadLetters {
     queue: Mutex<Queue>,
     next_seq: AtomicU64,
     threshold: Option<usize>,
+    /// With a store: where purged letters are removed too.
+    pub(crate) durable: OnceLock<Arc<StoreWriter>>,
 }
 
 impl fmt::Debug for DeadLetters {
@@ -229,6 +251,7 @@ impl DeadLetters {
             last_failure: now,
             payload: new.payload,
             target: new.target,
+            stored: new.stored,
         };
         let mut queue = self.lock();
         queue.letters.push(letter);
@@ -298,11 +321,15 @@ impl DeadLetters {
         let mut queue = self.lock();
         let before = queue.letters.len();
         let Queue { letters, per_actor } = &mut *queue;
+        let durable = self.durable.get();
         letters.retain(|dl| {
             let purge = filter.matches(dl);
             if purge {
                 if let Some(n) = per_actor.get_mut(dl.actor) {
                     *n -= 1;
+                }
+                if let (true, Some(durable)) = (dl.stored, durable) {
+                    durable.remove_dead_letter(dl.meta.id, dl.actor);
                 }
             }
             !purge
@@ -319,6 +346,28 @@ impl DeadLetters {
             *n -= 1;
         }
         Some(letter)
+    }
+
+    /// Adds a dead letter read back from the store at start (no threshold event: it was
+    /// counted when it failed).
+    pub(crate) fn load(&self, new: NewDeadLetter, failed_at: SystemTime) {
+        let letter = DeadLetter {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            actor: new.actor,
+            message: new.message,
+            attempts: new.meta.attempt,
+            meta: new.meta,
+            reason: new.reason,
+            error: new.error,
+            first_failure: failed_at,
+            last_failure: failed_at,
+            payload: new.payload,
+            target: new.target,
+            stored: true,
+        };
+        let mut queue = self.lock();
+        *queue.per_actor.entry(letter.actor).or_default() += 1;
+        queue.letters.push(letter);
     }
 
     /// Puts a dead letter back (a retry that could not be delivered), keeping its number.

@@ -2,6 +2,7 @@
 //! consumers and scheduled messages.
 
 mod dead_letter;
+pub(crate) mod durable;
 pub(crate) mod idempotency;
 mod retry;
 pub(crate) mod schedule;

@@ -2,7 +2,8 @@
 //!
 //! Timers are tokio's, so tests run them in virtual time with `tokio::time::pause()`. A
 //! scheduled message that is still pending when the app shuts down is dead-lettered (reason
-//! `Shutdown`), never dropped.
+//! `Shutdown`), never dropped, unless the app's store keeps it for the next start (see
+//! [`durable`](super::durable)).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::durable::StoreWriter;
 use crate::message::Metadata;
 
 /// A pending scheduled message; [`cancel`](Scheduled::cancel) it before it is due to stop it.
@@ -35,6 +37,8 @@ struct Pending {
     message: &'static str,
     meta: Metadata,
     abort: Option<AbortHandle>,
+    /// Where the message is also kept, if it is.
+    durable: Option<Arc<StoreWriter>>,
 }
 
 /// The messages waiting for their time.
@@ -51,12 +55,14 @@ pub(crate) struct Unsent {
 }
 
 impl Scheduler {
-    /// Runs `deliver` at `at` unless cancelled first.
+    /// Runs `deliver` at `at` unless cancelled first. `durable` is where the message is also
+    /// kept (removed from there on cancel; left there at shutdown).
     pub(crate) fn schedule<F>(
         self: &Arc<Self>,
         message: &'static str,
         meta: Metadata,
         at: Instant,
+        durable: Option<Arc<StoreWriter>>,
         deliver: F,
     ) -> Scheduled
     where
@@ -70,6 +76,7 @@ impl Scheduler {
                 message,
                 meta,
                 abort: None,
+                durable,
             },
         );
         let scheduler = Arc::downgrade(self);
@@ -102,6 +109,9 @@ impl Scheduler {
                 if let Some(abort) = entry.abort {
                     abort.abort();
                 }
+                if let Some(durable) = entry.durable {
+                    durable.remove_schedule(entry.meta.id);
+                }
                 true
             }
             None => false,
@@ -113,18 +123,19 @@ impl Scheduler {
         self.lock().len()
     }
 
-    /// Cancels everything still pending and returns it, for the dead letters.
+    /// Cancels everything still pending and returns what only memory held, for the dead
+    /// letters (what the store keeps is scheduled again at the next start).
     pub(crate) fn drain(&self) -> Vec<Unsent> {
         self.lock()
             .drain()
-            .map(|(_, entry)| {
+            .filter_map(|(_, entry)| {
                 if let Some(abort) = entry.abort {
                     abort.abort();
                 }
-                Unsent {
+                entry.durable.is_none().then_some(Unsent {
                     message: entry.message,
                     meta: entry.meta,
-                }
+                })
             })
             .collect()
     }

@@ -1,0 +1,223 @@
+//! The durable side of delivery: with [`AppBuilder::store`](crate::AppBuilder::store), dead
+//! letters, processed message ids and scheduled events are written to the store and come back
+//! when the app starts again.
+//!
+//! - **Dead letters** are written before they are listed. An event whose type serde can
+//!   store (every `#[subscribe]`d event type that is `Serialize + Deserialize`) keeps its
+//!   payload, so it can be retried after a restart; any other message keeps its metadata,
+//!   reason and error.
+//! - **Processed ids** of idempotent subscribers are written after each success and loaded
+//!   (those within the idempotency window) at start, so a redelivered event is still skipped.
+//! - **Scheduled events** (`publish_after`/`publish_at`) of a storable type are written when
+//!   scheduled, removed when published or cancelled, and scheduled again at start; one that came
+//!   due while the app was down is published at once. A scheduled event still pending at
+//!   shutdown stays in the store instead of going to the dead letters.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::actor::item::{redeliver_event, Payload};
+use crate::app::Shared;
+use crate::message::{Envelope, Event, MessageId, Timestamp};
+use crate::store::{EventData, Store, StoreResult, StoredSchedule};
+
+use super::Scheduled;
+
+/// How an event type is written to a store and read back: found for every subscribed event
+/// type that serde can store.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Codec {
+    pub(crate) name: &'static str,
+    /// Encodes an `Envelope<E>` (as kept in a dead letter's payload).
+    encode: fn(&(dyn Any + Send + Sync)) -> StoreResult<EventData>,
+    /// Decodes into a payload that can be delivered to a subscriber again.
+    decode: fn(&EventData) -> StoreResult<Payload>,
+    /// Decodes and schedules the event for publishing at an instant.
+    schedule: fn(&Arc<Shared>, &EventData, Instant) -> StoreResult<Scheduled>,
+}
+
+impl Codec {
+    /// The codec of `E`.
+    pub fn of<E: Event + Serialize + DeserializeOwned>() -> Self {
+        Self {
+            name: E::NAME,
+            encode: |value| {
+                let env = value
+                    .downcast_ref::<Envelope<E>>()
+                    .expect("an event payload holds Envelope<E>");
+                EventData::from_event_with(&env.message, env.meta.clone())
+            },
+            decode: |data| {
+                let env = decode::<E>(data)?;
+                Ok(Payload {
+                    value: Arc::new(env),
+                    redeliver: redeliver_event::<E>,
+                })
+            },
+            schedule: |shared, data, at| Ok(shared.schedule_publish(decode::<E>(data)?, at)),
+        }
+    }
+
+    pub(crate) fn encode(&self, value: &(dyn Any + Send + Sync)) -> StoreResult<EventData> {
+        (self.encode)(value)
+    }
+
+    pub(crate) fn decode(&self, data: &EventData) -> StoreResult<Payload> {
+        (self.decode)(data)
+    }
+
+    pub(crate) fn schedule(
+        &self,
+        shared: &Arc<Shared>,
+        data: &EventData,
+        at: Instant,
+    ) -> StoreResult<Scheduled> {
+        (self.schedule)(shared, data, at)
+    }
+}
+
+fn decode<E: Event + DeserializeOwned>(data: &EventData) -> StoreResult<Envelope<E>> {
+    if data.schema_version != E::VERSION {
+        return Err(crate::store::StoreError::SchemaVersion {
+            name: data.name.clone(),
+            stored: data.schema_version,
+            current: E::VERSION,
+        });
+    }
+    let message =
+        E::deserialize(&data.payload).map_err(|source| crate::store::StoreError::Decode {
+            name: data.name.clone(),
+            schema_version: data.schema_version,
+            source,
+        })?;
+    Ok(Envelope::with_meta(message, data.metadata.clone()))
+}
+
+/// The codecs of the app's event types, by name.
+#[derive(Default)]
+pub(crate) struct Codecs {
+    by_name: HashMap<&'static str, Codec>,
+}
+
+impl Codecs {
+    pub(crate) fn add(&mut self, codec: Codec) {
+        self.by_name.entry(codec.name).or_insert(codec);
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Codec> {
+        self.by_name.get(name)
+    }
+}
+
+/// A name read from the store, as the `&'static str` the runtime keys by. Each distinct name
+/// is allocated once for the life of the process.
+pub(crate) fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    match names.get(name) {
+        Some(interned) => interned,
+        None => {
+            let interned: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(interned);
+            interned
+        }
+    }
+}
+
+/// A change to the store that need not hold up its caller.
+enum Op {
+    RemoveDeadLetter(MessageId, &'static str),
+    PutSchedule(StoredSchedule),
+    RemoveSchedule(MessageId),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes [`Op`]s to the store in the order they were made, on a task of its own. Used where
+/// the caller is not async (`publish_after`, `Scheduled::cancel`, purging dead letters);
+/// `App::shutdown` waits until every op is written.
+pub(crate) struct StoreWriter {
+    pub(crate) store: Store,
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+impl StoreWriter {
+    /// Starts the writer's task.
+    pub(crate) fn start(store: Store) -> Arc<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let writer = store.clone();
+        tokio::spawn(async move {
+            while let Some(op) = rx.recv().await {
+                let result = match op {
+                    Op::RemoveDeadLetter(id, recipient) => {
+                        writer.remove_dead_letter(id, recipient).await.map(drop)
+                    }
+                    Op::PutSchedule(schedule) => writer.put_schedule(schedule).await,
+                    Op::RemoveSchedule(id) => writer.remove_schedule(id).await.map(drop),
+                    Op::Flush(done) => {
+                        let _ = done.send(());
+                        Ok(())
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::error!(%error, "durable delivery state not written to the store");
+                }
+            }
+        });
+        Arc::new(Self { store, tx })
+    }
+
+    pub(crate) fn remove_dead_letter(&self, id: MessageId, recipient: &'static str) {
+        let _ = self.tx.send(Op::RemoveDeadLetter(id, recipient));
+    }
+
+    pub(crate) fn put_schedule(&self, schedule: StoredSchedule) {
+        let _ = self.tx.send(Op::PutSchedule(schedule));
+    }
+
+    pub(crate) fn remove_schedule(&self, id: MessageId) {
+        let _ = self.tx.send(Op::RemoveSchedule(id));
+    }
+
+    /// Waits (at most `timeout`) until every op sent so far is written.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Op::Flush(done)).is_ok()
+            && tokio::time::timeout(timeout, written).await.is_err()
+        {
+            tracing::warn!(?timeout, "the store writer did not finish in time");
+        }
+    }
+}
+
+/// The wall-clock time of a tokio instant (for a schedule's due time in the store).
+pub(crate) fn wall_time(at: Instant) -> Timestamp {
+    let now = Instant::now();
+    if at >= now {
+        Timestamp::now() + (at - now)
+    } else {
+        Timestamp::from_unix_nanos(
+            Timestamp::now()
+                .as_unix_nanos()
+                .saturating_sub((now - at).as_nanos() as u64),
+        )
+    }
+}
+
+/// The tokio instant of a wall-clock time (a schedule read back; past times become now).
+pub(crate) fn instant(due: Timestamp) -> Instant {
+    let wait = due
+        .as_unix_nanos()
+        .saturating_sub(Timestamp::now().as_unix_nanos());
+    Instant::now() + Duration::from_nanos(wait)
+}

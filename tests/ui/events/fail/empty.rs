@@ -1,0 +1,6 @@
+use eventdriven::Events;
+
+#[derive(Events, Clone)]
+enum AccountEvent {}
+
+fn main() {}

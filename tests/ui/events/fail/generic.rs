@@ -1,0 +1,8 @@
+use eventdriven::Events;
+
+#[derive(Events, Clone)]
+enum AccountEvent<T> {
+    Opened(T),
+}
+
+fn main() {}
