@@ -23,7 +23,15 @@ fn example(name: &str) -> PathBuf {
 
 /// Runs an example to completion (at most 120 s) and returns its stdout.
 fn run(name: &str) -> String {
+    run_with(name, &[])
+}
+
+/// [`run`] with command-line arguments. `EVENTDRIVEN_STORE` is removed from the example's
+/// environment, so only the arguments choose its store.
+fn run_with(name: &str, args: &[&str]) -> String {
     let mut child = Command::new(example(name))
+        .args(args)
+        .env_remove("EVENTDRIVEN_STORE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -88,4 +96,71 @@ fn backpressure() {
         ],
     );
     assert!(out.contains("the sink handled 1000 readings"), "{out}");
+}
+
+/// The lines `bank_account` prints on every store (the stream names hold a run id, so the
+/// conflict line is checked from `expected at` on).
+fn assert_bank_account(out: &str, store: &str) {
+    assert_lines(
+        out,
+        &[
+            &format!("== 1. store: {store}"),
+            "Open { owner: \"Ada\" } -> account.opened (version 1)",
+            "Open { owner: \"Ada\" } -> refused: the account is already open",
+            "Deposit { amount: 0 } -> refused: the amount must be more than 0",
+            "(another, unopened account) Deposit { amount: 10 } -> refused: the account is not open",
+            "Withdraw { amount: 500 } -> refused: insufficient funds: balance 150, requested 500",
+            "Withdraw { amount: 30 } -> account.withdrawn (version 4)",
+            "replayed 4 events -> balance 120 (version 4)",
+            "snapshot taken at version 5",
+            "snapshot taken at version 10",
+            "snapshot taken at version 15",
+            "loaded from snapshot at version 15 + 1 newer events -> balance 420",
+            "(without snapshots: replayed 16 events -> balance 420)",
+            "writer B loaded version 16 (balance 420)",
+            "writer A: Withdraw { amount: 300 } -> account.withdrawn (version 17)",
+            "expected at version 16, but it is at version 17 (nothing stored)",
+            "writer B retries with repo.execute -> committed at version 18 (attempts: 1",
+            "received 18 events; the repository committed 18",
+            "final balance 20 (the store says 20 at version 18)",
+            "== done",
+        ],
+    );
+    assert!(out.contains("\nconflict: stream `account-acc-"), "{out}");
+}
+
+#[test]
+fn bank_account() {
+    // The default store: SQLite in a fresh temp directory, removed at the end.
+    let out = run("bank_account");
+    assert_bank_account(&out, "sqlite (a fresh bank.db in ");
+}
+
+#[test]
+fn bank_account_in_memory() {
+    let out = run_with("bank_account", &["--store", "memory:"]);
+    assert_bank_account(&out, "memory");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn bank_account_on_postgres() {
+    let Some(url) = std::env::var("EVENTDRIVEN_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        if std::env::var("EVENTDRIVEN_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("skipped bank_account_on_postgres: EVENTDRIVEN_SKIP_POSTGRES=1");
+            return;
+        }
+        panic!(
+            "EVENTDRIVEN_POSTGRES_URL is not set: run the tests through scripts/with-postgres.sh \
+             (or set EVENTDRIVEN_SKIP_POSTGRES=1 to skip the PostgreSQL runs)"
+        );
+    };
+    // Runs twice on the same database: the run id in the stream names keeps them apart.
+    for _ in 0..2 {
+        let out = run_with("bank_account", &["--store", &url]);
+        assert_bank_account(&out, "postgres (chosen by --store or EVENTDRIVEN_STORE)");
+    }
 }
