@@ -534,3 +534,28 @@ pub trait UnstorableEvent {
 }
 
 impl<E> UnstorableEvent for &Probe<E> {}
+
+/// The store codec of a handled command type: `Some` when serde can store it (for durable
+/// scheduled commands), by autoref specialisation on `Probe<C>` (see [`Probe`]).
+pub trait StorableCommand {
+    /// The codec.
+    fn codec(&self) -> Option<crate::delivery::durable::Codec>;
+}
+
+impl<C: crate::Command + serde::Serialize + serde::de::DeserializeOwned> StorableCommand
+    for Probe<C>
+{
+    fn codec(&self) -> Option<crate::delivery::durable::Codec> {
+        Some(crate::delivery::durable::Codec::command::<C>())
+    }
+}
+
+/// See [`StorableCommand`]: a command type serde cannot store has no codec.
+pub trait UnstorableCommand {
+    /// `None`.
+    fn codec(&self) -> Option<crate::delivery::durable::Codec> {
+        None
+    }
+}
+
+impl<C> UnstorableCommand for &Probe<C> {}

@@ -19,6 +19,20 @@ struct PaymentRequested {
     order: u64,
 }
 
+/// A command serde can store: a scheduled one survives a restart.
+#[derive(Command, Debug, Serialize, Deserialize)]
+#[command(reply = ())]
+struct Charge {
+    order: u64,
+}
+
+/// A command whose handler always panics.
+#[derive(Command, Debug, Serialize, Deserialize)]
+#[command(reply = ())]
+struct Refund {
+    order: u64,
+}
+
 /// An event serde cannot store (no `Serialize`).
 #[derive(Event, Clone, Debug)]
 #[event(name = "local.only")]
@@ -44,6 +58,16 @@ impl Payments {
     #[subscribe]
     fn local(&mut self, _: &LocalOnly) -> Result<(), String> {
         Err("never works".into())
+    }
+
+    #[handle]
+    fn charge(&mut self, _: Charge) {
+        self.handled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[handle]
+    fn refund(&mut self, cmd: Refund) {
+        panic!("refunds are broken (order {})", cmd.order);
     }
 }
 
@@ -215,7 +239,48 @@ async fn a_schedule_restored_before_its_time_waits_for_it(h: Harness) {
     app2.shutdown().await.unwrap();
 }
 
+async fn scheduled_commands_survive_a_restart(h: Harness) {
+    let store = h.open().await;
+    let counters = Counters::new(false);
+    let app1 = app(store, &counters).await;
+    app1.tell_after(Charge { order: 9 }, Duration::from_millis(300))
+        .unwrap();
+    app1.shutdown().await.unwrap();
+    assert!(app1.dead_letters().is_empty());
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let app2 = app(h.open().await, &counters).await;
+    until("the scheduled command", || {
+        counters.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    app2.shutdown().await.unwrap();
+}
+
+async fn a_failed_command_leaves_a_durable_record_without_its_payload(h: Harness) {
+    let store = h.open().await;
+    let counters = Counters::new(false);
+    let app1 = app(store, &counters).await;
+    assert!(app1.send(Refund { order: 4 }).await.is_err());
+    until("the dead letter", || app1.dead_letters().len() == 1).await;
+    app1.shutdown().await.unwrap();
+
+    let app2 = app(h.open().await, &counters).await;
+    let letters = app2.dead_letters().list();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].message, "Refund");
+    assert!(
+        letters[0].error.contains("refunds are broken (order 4)"),
+        "{}",
+        letters[0].error
+    );
+    assert!(!letters[0].can_retry());
+    app2.shutdown().await.unwrap();
+}
+
 stores::per_backend!(
+    scheduled_commands_survive_a_restart,
+    a_failed_command_leaves_a_durable_record_without_its_payload,
     dead_letters_survive_a_restart_and_can_be_retried,
     processed_ids_survive_a_restart,
     scheduled_events_survive_a_restart,

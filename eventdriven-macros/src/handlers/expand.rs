@@ -137,13 +137,19 @@ pub(crate) fn actor(krate: &Path, self_ty: &Type, handlers: &[Handler], call: Ca
     let routes = handlers.iter().map(|h| {
         let ident = &h.ident;
         let (probe, traits) = probe(krate, h);
-        // A subscribed event that serde can store gets a codec, for durable delivery.
-        let codec = (h.marker == Marker::Subscribe).then(|| {
+        // A subscribed event or handled command that serde can store gets a codec, for
+        // durable delivery.
+        let storable = match h.marker {
+            Marker::Subscribe => Some(quote!(StorableEvent as _, UnstorableEvent as _)),
+            Marker::Handle => Some(quote!(StorableCommand as _, UnstorableCommand as _)),
+            Marker::Query => None,
+        };
+        let codec = storable.map(|traits| {
             let ty = without_self(&h.message, self_ty);
             quote! {
                 {
                     #[allow(unused_imports)]
-                    use #krate::__private::{StorableEvent as _, UnstorableEvent as _};
+                    use #krate::__private::{#traits};
                     routes.codec((&#krate::__private::Probe::<#ty>(::core::marker::PhantomData)).codec());
                 }
             }

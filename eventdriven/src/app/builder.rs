@@ -417,11 +417,12 @@ async fn recover(shared: &Arc<Shared>, window: IdempotencyWindow) -> crate::stor
         let payload = match (codec, &target) {
             (Some(codec), Some(_)) if !letter.message.payload.is_null() => {
                 match codec.decode(&letter.message) {
-                    Ok(payload) => Some(payload),
-                    Err(error) => {
+                    Some(Ok(payload)) => Some(payload),
+                    Some(Err(error)) => {
                         tracing::warn!(%error, message_name = letter.message.name, "stored dead letter cannot be retried");
                         None
                     }
+                    None => None,
                 }
             }
             _ => None,
@@ -448,14 +449,14 @@ async fn recover(shared: &Arc<Shared>, window: IdempotencyWindow) -> crate::stor
     for schedule in store.due_schedules(far, PAGE).await? {
         let name = &schedule.message.name;
         match shared.codecs.get(name) {
-            Some(codec) if schedule.kind == "publish" => {
+            Some(codec) if schedule.kind == codec.kind => {
                 // Scheduling writes it to the store again (same id: replaced).
                 codec.schedule(shared, &schedule.message, durable::instant(schedule.due))?;
             }
             _ => tracing::warn!(
                 message_name = %name,
                 kind = schedule.kind,
-                "stored scheduled message has no subscriber here; left in the store"
+                "stored scheduled message has no handler or subscriber here; left in the store"
             ),
         }
     }

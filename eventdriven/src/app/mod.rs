@@ -90,7 +90,8 @@ impl Shared {
     /// with its metadata only. `false` if the store failed (the letter stays in memory).
     async fn store_dead_letter(&self, store: &crate::store::Store, letter: &NewDeadLetter) -> bool {
         let encoded = letter.payload.as_ref().and_then(|payload| {
-            let codec = self.codecs.get(letter.message)?;
+            // Events only: a command's payload waits for a reply no restart can give.
+            let codec = self.codecs.get(letter.message).filter(|c| c.kind == "publish")?;
             match codec.encode(payload.value.as_ref()) {
                 Ok(data) => Some(data),
                 Err(error) => {
@@ -157,6 +158,32 @@ impl Shared {
         self.routes.publish(Envelope::new(event), from).await
     }
 
+    /// Writes a message being scheduled to the store, when the app has one and the type a
+    /// codec; returns the writer to remove it with once delivered.
+    fn keep_scheduled<M: Message>(
+        &self,
+        name: &'static str,
+        env: &Envelope<M>,
+        at: Instant,
+    ) -> Option<Arc<StoreWriter>> {
+        let durable = self.durable.as_ref()?;
+        let codec = self.codecs.get(name)?;
+        match codec.encode(env) {
+            Ok(message) => {
+                durable.put_schedule(crate::store::StoredSchedule {
+                    message,
+                    kind: codec.kind.to_owned(),
+                    due: durable::wall_time(at),
+                });
+                Some(durable.clone())
+            }
+            Err(error) => {
+                tracing::warn!(%error, message_name = name, "scheduled message kept in memory only");
+                None
+            }
+        }
+    }
+
     pub(crate) fn schedule_publish<E: Event>(
         self: &Arc<Self>,
         env: Envelope<E>,
@@ -164,24 +191,7 @@ impl Shared {
     ) -> Scheduled {
         let shared = self.clone();
         let meta = env.meta.clone();
-        // Kept in the store too when the app has one and the event type a codec.
-        let durable = self.durable.as_ref().and_then(|durable| {
-            let codec = self.codecs.get(E::NAME)?;
-            match codec.encode(&env) {
-                Ok(message) => {
-                    durable.put_schedule(crate::store::StoredSchedule {
-                        message,
-                        kind: "publish".to_owned(),
-                        due: durable::wall_time(at),
-                    });
-                    Some(durable.clone())
-                }
-                Err(error) => {
-                    tracing::warn!(%error, message_name = E::NAME, "scheduled event kept in memory only");
-                    None
-                }
-            }
-        });
+        let durable = self.keep_scheduled(E::NAME, &env, at);
         self.scheduler
             .schedule(E::NAME, meta, at, durable.clone(), async move {
                 let meta = env.meta.clone();
@@ -202,15 +212,20 @@ impl Shared {
     ) -> Scheduled {
         let shared = self.clone();
         let meta = env.meta.clone();
+        let durable = self.keep_scheduled(C::NAME, &env, at);
         self.scheduler
-            .schedule(C::NAME, meta, at, None, async move {
+            .schedule(C::NAME, meta, at, durable.clone(), async move {
                 let meta = env.meta.clone();
+                let id = meta.id;
                 let sent = match shared.routes.command::<C>() {
                     Ok(route) => shared.routes.tell(route, env, Sender::OUTSIDE).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = sent {
                     shared.unsent(C::NAME, meta, e).await;
+                }
+                if let Some(durable) = durable {
+                    durable.remove_schedule(id);
                 }
             })
     }

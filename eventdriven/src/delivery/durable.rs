@@ -8,10 +8,11 @@
 //!   reason and error.
 //! - **Processed ids** of idempotent subscribers are written after each success and loaded
 //!   (those within the idempotency window) at start, so a redelivered event is still skipped.
-//! - **Scheduled events** (`publish_after`/`publish_at`) of a storable type are written when
-//!   scheduled, removed when published or cancelled, and scheduled again at start; one that came
-//!   due while the app was down is published at once. A scheduled event still pending at
-//!   shutdown stays in the store instead of going to the dead letters.
+//! - **Scheduled messages** (`publish_after`/`publish_at` of events, `tell_after`/`tell_at` of
+//!   commands) of a storable type are written when scheduled, removed when delivered or
+//!   cancelled, and scheduled again at start; one that came due while the app was down is
+//!   delivered at once. One still pending at shutdown stays in the store instead of going to
+//!   the dead letters.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -25,53 +26,77 @@ use tokio::time::Instant;
 
 use crate::actor::item::{redeliver_event, Payload};
 use crate::app::Shared;
-use crate::message::{Envelope, Event, MessageId, Timestamp};
+use crate::message::{Command, Envelope, Event, Message, MessageId, Timestamp};
 use crate::store::{EventData, Store, StoreResult, StoredSchedule};
 
 use super::Scheduled;
 
-/// How an event type is written to a store and read back: found for every subscribed event
-/// type that serde can store.
+/// How a message type is written to a store and read back: found for every subscribed event
+/// type and every handled command type that serde can store.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct Codec {
     pub(crate) name: &'static str,
-    /// Encodes an `Envelope<E>` (as kept in a dead letter's payload).
-    encode: fn(&(dyn Any + Send + Sync)) -> StoreResult<EventData>,
-    /// Decodes into a payload that can be delivered to a subscriber again.
-    decode: fn(&EventData) -> StoreResult<Payload>,
-    /// Decodes and schedules the event for publishing at an instant.
+    /// How a scheduled message of this type is delivered: `publish` or `tell`.
+    pub(crate) kind: &'static str,
+    /// Encodes an `Envelope<M>` (as kept in a dead letter's payload or a schedule).
+    encode: fn(&dyn Any) -> StoreResult<EventData>,
+    /// Decodes into a payload that can be delivered to a subscriber again (events only: a
+    /// command's dead letter cannot be answered after a restart).
+    decode: Option<fn(&EventData) -> StoreResult<Payload>>,
+    /// Decodes and schedules the message for delivery at an instant.
     schedule: fn(&Arc<Shared>, &EventData, Instant) -> StoreResult<Scheduled>,
 }
 
+/// Encodes the `Envelope<M>` behind `value`.
+fn encode<M: Message + Serialize>(value: &dyn Any) -> StoreResult<EventData> {
+    let env = value.downcast_ref::<Envelope<M>>().ok_or_else(|| {
+        crate::store::StoreError::Corrupt(format!(
+            "a `{}` payload that is not an envelope",
+            M::NAME
+        ))
+    })?;
+    let mut data = EventData::json(M::NAME, M::VERSION, &env.message)?;
+    data.metadata = env.meta.clone();
+    Ok(data)
+}
+
 impl Codec {
-    /// The codec of `E`.
+    /// The codec of event type `E`.
     pub fn of<E: Event + Serialize + DeserializeOwned>() -> Self {
         Self {
             name: E::NAME,
-            encode: |value| {
-                let env = value
-                    .downcast_ref::<Envelope<E>>()
-                    .expect("an event payload holds Envelope<E>");
-                EventData::from_event_with(&env.message, env.meta.clone())
-            },
-            decode: |data| {
+            kind: "publish",
+            encode: encode::<E>,
+            decode: Some(|data| {
                 let env = decode::<E>(data)?;
                 Ok(Payload {
                     value: Arc::new(env),
                     redeliver: redeliver_event::<E>,
                 })
-            },
+            }),
             schedule: |shared, data, at| Ok(shared.schedule_publish(decode::<E>(data)?, at)),
         }
     }
 
-    pub(crate) fn encode(&self, value: &(dyn Any + Send + Sync)) -> StoreResult<EventData> {
+    /// The codec of command type `C`.
+    pub fn command<C: Command + Serialize + DeserializeOwned>() -> Self {
+        Self {
+            name: C::NAME,
+            kind: "tell",
+            encode: encode::<C>,
+            decode: None,
+            schedule: |shared, data, at| Ok(shared.schedule_tell(decode::<C>(data)?, at)),
+        }
+    }
+
+    pub(crate) fn encode(&self, value: &dyn Any) -> StoreResult<EventData> {
         (self.encode)(value)
     }
 
-    pub(crate) fn decode(&self, data: &EventData) -> StoreResult<Payload> {
-        (self.decode)(data)
+    /// `None` for a command.
+    pub(crate) fn decode(&self, data: &EventData) -> Option<StoreResult<Payload>> {
+        self.decode.map(|decode| decode(data))
     }
 
     pub(crate) fn schedule(
@@ -84,7 +109,7 @@ impl Codec {
     }
 }
 
-fn decode<E: Event + DeserializeOwned>(data: &EventData) -> StoreResult<Envelope<E>> {
+fn decode<E: Message + DeserializeOwned>(data: &EventData) -> StoreResult<Envelope<E>> {
     if data.schema_version != E::VERSION {
         return Err(crate::store::StoreError::SchemaVersion {
             name: data.name.clone(),
