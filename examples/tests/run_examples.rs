@@ -70,19 +70,41 @@ fn order_monolith() {
     assert_lines(
         &out,
         &[
-            "[orders]        #1 placed by alice for $29.99",
+            "[orders]        #1 placed by alice for $29.99 (order-1, version 1)",
             "[inventory]     #1 reserved 2 item(s)",
             "[payments]      #1 charged $29.99 to alice",
-            "[shipping]      #1 ($29.99 paid) shipped as TRK-0001",
-            "[notifications] #1 is on its way (tracking TRK-0001)",
+            "[shipping]      #1 ($29.99 paid) dispatched as TRK-0001",
+            "[orders]        #1 shipped (order-1, version 2)",
+            "[notifications] #1 told alice it is on its way (tracking TRK-0001)",
             "== order #1 of alice: Shipped { tracking: \"TRK-0001\" }, total $29.99",
+            "[orders]        #2 placed by bob for $39.98 (order-2, version 1)",
             "[payments]      #2 declined: insufficient funds: $5.00 available, $39.98 due",
+            "[orders]        #2 cancelled (order-2, version 2)",
             "[inventory]     #2 stock released",
+            "[notifications] #2 told bob it was cancelled",
             "== order #2 of bob: Cancelled { reason: \"insufficient funds: $5.00 available, $39.98 due\" }",
-            "== refused: an order needs at least one item",
+            "== refused: an order needs at least one item (nothing stored)",
             "   dead letters: 0",
+            // What the SQLite store holds after the run.
+            "   4 events (head at position 4)",
+            "   order-1  version 2: order.placed, order.shipped",
+            "   order-2  version 2: order.placed, order.cancelled",
+            "   processed ids: notify_cancelled 1, notify_shipped 1",
+            "   dead letters stored: 0",
+            "   order #1 reloaded from 2 events: alice for $29.99, Shipped { tracking: \"TRK-0001\" } (version 2)",
         ],
     );
+    // The store was a fresh SQLite file in a temp directory, removed at the end.
+    let db = out
+        .lines()
+        .find_map(|line| line.strip_prefix("store: sqlite at "))
+        .unwrap_or_else(|| panic!("no store line in:\n{out}"));
+    let db = PathBuf::from(db);
+    assert!(db.ends_with("orders.db"), "{}", db.display());
+    let dir = db.parent().expect("the database's directory");
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    assert!(name.starts_with("eventdriven-orders-"), "{}", dir.display());
+    assert!(!dir.exists(), "{} was not removed", dir.display());
 }
 
 #[test]
