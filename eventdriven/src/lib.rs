@@ -7,6 +7,7 @@ pub mod app;
 pub mod delivery;
 pub mod error;
 pub mod message;
+pub mod projection;
 pub mod store;
 pub mod testing;
 

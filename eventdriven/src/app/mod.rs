@@ -711,6 +711,32 @@ impl App {
         Ok(delivered)
     }
 
+    /// Publishes an event read from a store, decoded into the type subscribed under its name,
+    /// with the metadata it was stored with (so an idempotent subscriber recognises it).
+    /// `None` if no actor of this app subscribes to that name; an error if it does not decode
+    /// or the app does not take it.
+    pub(crate) async fn publish_stored(
+        &self,
+        stored: crate::store::StoredEvent,
+    ) -> Option<std::result::Result<(), String>> {
+        let shared = self.shared();
+        let codec = shared.codecs.get(&stored.name)?;
+        let data = crate::store::EventData {
+            name: stored.name,
+            schema_version: stored.schema_version,
+            payload: stored.payload,
+            metadata: stored.metadata,
+        };
+        let publishing = match codec.publish(&self.inner.shared, &data)? {
+            Ok(publishing) => publishing,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        if let Err(e) = self.accept_name(codec.name) {
+            return Some(Err(e.to_string()));
+        }
+        Some(publishing.await.map_err(|e| e.to_string()))
+    }
+
     /// Publishes `event` after `delay`; cancel it with the returned handle. Runs on tokio's
     /// clock, so `tokio::time::pause()` makes tests run in virtual time.
     pub fn publish_after<E: Event>(&self, event: E, delay: Duration) -> Result<Scheduled> {

@@ -46,7 +46,16 @@ pub struct Codec {
     decode: Option<fn(&EventData) -> StoreResult<Payload>>,
     /// Decodes and schedules the message for delivery at an instant.
     schedule: fn(&Arc<Shared>, &EventData, Instant) -> StoreResult<Scheduled>,
+    /// Decodes and publishes an event on the bus (events only).
+    publish: Option<PublishFn>,
 }
+
+/// Decodes a stored event and starts publishing it.
+type PublishFn = fn(&Arc<Shared>, &EventData) -> StoreResult<Publishing>;
+
+/// A publish of a decoded stored event, under way.
+pub(crate) type Publishing =
+    std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<()>> + Send>>;
 
 /// Encodes the `Envelope<M>` behind `value`.
 fn encode<M: Message + Serialize>(value: &dyn Any) -> StoreResult<EventData> {
@@ -76,6 +85,16 @@ impl Codec {
                 })
             }),
             schedule: |shared, data, at| Ok(shared.schedule_publish(decode::<E>(data)?, at)),
+            publish: Some(|shared, data| {
+                let env = decode::<E>(data)?;
+                let shared = shared.clone();
+                Ok(Box::pin(async move {
+                    shared
+                        .routes
+                        .publish(env, crate::app::routing::Sender::OUTSIDE)
+                        .await
+                }))
+            }),
         }
     }
 
@@ -87,7 +106,17 @@ impl Codec {
             encode: encode::<C>,
             decode: None,
             schedule: |shared, data, at| Ok(shared.schedule_tell(decode::<C>(data)?, at)),
+            publish: None,
         }
+    }
+
+    /// Decodes and publishes a stored event; `None` for a command's codec.
+    pub(crate) fn publish(
+        &self,
+        shared: &Arc<Shared>,
+        data: &EventData,
+    ) -> Option<StoreResult<Publishing>> {
+        self.publish.map(|publish| publish(shared, data))
     }
 
     pub(crate) fn encode(&self, value: &dyn Any) -> StoreResult<EventData> {

@@ -9,6 +9,14 @@ use super::{
 };
 use crate::message::{MessageId, Timestamp};
 
+/// What a memory transaction will do at commit.
+#[derive(Default)]
+pub(crate) struct Staged {
+    pub(crate) appends: Vec<(String, ExpectedVersion, Vec<EventData>)>,
+    pub(crate) checkpoints: Vec<(String, u64)>,
+    pub(crate) processed: Vec<(String, MessageId)>,
+}
+
 #[derive(Default)]
 pub(crate) struct MemoryStore {
     state: Mutex<State>,
@@ -27,6 +35,34 @@ struct State {
     dead_letters: BTreeMap<(Timestamp, MessageId, String), StoredDeadLetter>,
     /// Keyed by (due, message id) so due ones come first.
     schedules: BTreeMap<(Timestamp, MessageId), StoredSchedule>,
+}
+
+impl State {
+    /// Appends `events` to `stream` (already checked); the stream's new version.
+    fn push(&mut self, stream: &str, events: Vec<EventData>) -> u64 {
+        let actual = self.streams.get(stream).map_or(0, |s| s.len() as u64);
+        let indexes = self.streams.entry(stream.to_owned()).or_default();
+        for (i, data) in events.into_iter().enumerate() {
+            let mut metadata = data.metadata;
+            metadata.attempt = 1;
+            metadata.expires_at = None;
+            indexes.push(self.events.len());
+            self.events.push(StoredEvent {
+                position: self.events.len() as u64 + 1,
+                stream: stream.to_owned(),
+                version: actual + i as u64 + 1,
+                name: data.name,
+                schema_version: data.schema_version,
+                payload: data.payload,
+                metadata,
+            });
+        }
+        let version = indexes.len() as u64;
+        if version == 0 {
+            self.streams.remove(stream);
+        }
+        version
+    }
 }
 
 impl MemoryStore {
@@ -56,31 +92,85 @@ impl MemoryStore {
             .into());
         }
         let first_position = state.events.len() as u64 + 1;
-        let indexes = state.streams.entry(stream.to_owned()).or_default();
-        for (i, data) in events.into_iter().enumerate() {
-            let mut metadata = data.metadata;
-            metadata.attempt = 1;
-            metadata.expires_at = None;
-            indexes.push(state.events.len());
-            state.events.push(StoredEvent {
-                position: state.events.len() as u64 + 1,
-                stream: stream.to_owned(),
-                version: actual + i as u64 + 1,
-                name: data.name,
-                schema_version: data.schema_version,
-                payload: data.payload,
-                metadata,
-            });
-        }
-        let version = indexes.len() as u64;
-        if version == 0 {
-            state.streams.remove(stream);
-        }
+        let version = state.push(stream, events);
         Ok(Appended {
             version,
             first_position,
             last_position: state.events.len() as u64,
         })
+    }
+
+    /// Stages an append: checks `expected` against the stream as the transaction sees it
+    /// (stored plus staged); the positions are assigned at commit.
+    pub(crate) fn stage_append(
+        &self,
+        staged: &mut Staged,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> StoreResult<Appended> {
+        let stored = self
+            .state()
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.len() as u64);
+        let pending: u64 = staged
+            .appends
+            .iter()
+            .filter(|(s, _, _)| s == stream)
+            .map(|(_, _, e)| e.len() as u64)
+            .sum();
+        let actual = stored + pending;
+        if !expected.accepts(actual) {
+            return Err(ConcurrencyConflict {
+                stream: stream.to_owned(),
+                expected,
+                actual,
+            }
+            .into());
+        }
+        let version = actual + events.len() as u64;
+        // Checked again at commit against what is stored then.
+        staged
+            .appends
+            .push((stream.to_owned(), ExpectedVersion::Exact(actual), events));
+        Ok(Appended {
+            version,
+            first_position: 0,
+            last_position: 0,
+        })
+    }
+
+    /// Applies a transaction, all or nothing: fails (changing nothing) if a stream moved since
+    /// the transaction staged its append.
+    pub(crate) fn apply_staged(&self, staged: Staged) -> StoreResult<()> {
+        let mut state = self.state();
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for (stream, expected, events) in &staged.appends {
+            let actual = *versions
+                .entry(stream)
+                .or_insert_with(|| state.streams.get(stream).map_or(0, |s| s.len() as u64));
+            if !expected.accepts(actual) {
+                return Err(ConcurrencyConflict {
+                    stream: stream.clone(),
+                    expected: *expected,
+                    actual,
+                }
+                .into());
+            }
+            versions.insert(stream, actual + events.len() as u64);
+        }
+        for (stream, _, events) in staged.appends {
+            state.push(&stream, events);
+        }
+        for (name, position) in staged.checkpoints {
+            state.checkpoints.insert(name, position);
+        }
+        let now = Timestamp::now();
+        for (consumer, id) in staged.processed {
+            state.processed.entry((consumer, id)).or_insert(now);
+        }
+        Ok(())
     }
 
     pub(crate) async fn read_stream(

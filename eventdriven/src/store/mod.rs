@@ -49,6 +49,7 @@ mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod tx;
 
 use std::fmt;
 use std::sync::Arc;
@@ -167,6 +168,8 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+pub use tx::StoreTx;
 
 /// Short for `Result<T, StoreError>`.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -324,7 +327,15 @@ fn redact(url: &str) -> String {
 /// A handle to a store; cheap to clone, shared by everything that uses it.
 #[derive(Clone)]
 pub struct Store {
-    backend: Arc<Backend>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    /// Woken after every append this process commits through any handle of the store, so
+    /// readers that tail it (relays, projections) need not poll for their own process's
+    /// events.
+    appended: tokio::sync::Notify,
 }
 
 // One per store, behind the handle's `Arc`: the memory variant's size costs nothing.
@@ -340,7 +351,7 @@ enum Backend {
 /// Calls the same method on whichever backend the store has.
 macro_rules! dispatch {
     ($self:ident.$method:ident($($arg:expr),*)) => {
-        match &*$self.backend {
+        match &$self.inner.backend {
             Backend::Memory(store) => store.$method($($arg),*).await,
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(store) => store.$method($($arg),*).await,
@@ -406,13 +417,23 @@ impl Store {
 
     fn from(backend: Backend) -> Self {
         Self {
-            backend: Arc::new(backend),
+            inner: Arc::new(Inner {
+                backend,
+                appended: tokio::sync::Notify::new(),
+            }),
         }
+    }
+
+    /// Completes at the next append this process commits to the store (through any handle).
+    /// Readers that tail the store create the future before reading, then await it (with a
+    /// timeout, to see other processes' appends too).
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.appended.notified()
     }
 
     /// `"memory"`, `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
-        match &*self.backend {
+        match &self.inner.backend {
             Backend::Memory(_) => "memory",
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => "sqlite",
@@ -430,7 +451,11 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> StoreResult<Appended> {
-        dispatch!(self.append(stream, expected, events))
+        let appended = dispatch!(self.append(stream, expected, events))?;
+        if appended.last_position >= appended.first_position {
+            self.inner.appended.notify_waiters();
+        }
+        Ok(appended)
     }
 
     /// Up to `limit` events of `stream` from version `from` (inclusive; the first is 1), in

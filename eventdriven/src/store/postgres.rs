@@ -155,102 +155,40 @@ impl PostgresStore {
             .iter()
             .map(NewEvent::encode)
             .collect::<StoreResult<Vec<_>>>()?;
-
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // Positions are taken and committed in order: see the module docs.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let actual = stream_version(&mut tx, stream).await?;
-        if !expected.accepts(actual) {
-            // Nothing was written; dropping the transaction would roll it back as well.
-            let _ = tx.rollback().await;
-            return Err(conflict(stream, expected, actual));
-        }
-        if rows.is_empty() {
-            let head: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM eventdriven_events")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            let head = to_u64(head, "position")?;
-            return Ok(Appended {
-                version: actual,
-                first_position: head + 1,
-                last_position: head,
-            });
-        }
-
-        // The batch in one statement: one array per column, unnested in order, so the
-        // identity column numbers the rows in version order.
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut names = Vec::with_capacity(rows.len());
-        let mut schema_versions = Vec::with_capacity(rows.len());
-        let mut payloads = Vec::with_capacity(rows.len());
-        let mut correlation_ids = Vec::with_capacity(rows.len());
-        let mut causation_ids = Vec::with_capacity(rows.len());
-        let mut headers = Vec::with_capacity(rows.len());
-        let mut timestamps = Vec::with_capacity(rows.len());
-        for row in rows {
-            ids.push(row.id);
-            names.push(row.name);
-            schema_versions.push(row.schema_version);
-            payloads.push(row.payload);
-            correlation_ids.push(row.correlation_id);
-            causation_ids.push(row.causation_id);
-            headers.push(row.headers);
-            timestamps.push(row.timestamp);
-        }
-        let count = ids.len() as u64;
-        let inserted: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(
-            "INSERT INTO eventdriven_events (stream, version, id, name, schema_version, payload, \
-             correlation_id, causation_id, headers, timestamp) \
-             SELECT $1, $2 + e.ord, e.id::uuid, e.name, e.schema_version, e.payload::jsonb, \
-             e.correlation_id::uuid, e.causation_id::uuid, e.headers, e.timestamp \
-             FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
-             $8::text[], $9::text[], $10::bigint[]) WITH ORDINALITY \
-             AS e(id, name, schema_version, payload, correlation_id, causation_id, headers, \
-             timestamp, ord) \
-             ORDER BY e.ord \
-             RETURNING position",
-        )
-        .bind(stream)
-        .bind(to_i64(actual, "version")?)
-        .bind(ids)
-        .bind(names)
-        .bind(schema_versions)
-        .bind(payloads)
-        .bind(correlation_ids)
-        .bind(causation_ids)
-        .bind(headers)
-        .bind(timestamps)
-        .fetch_all(&mut *tx)
-        .await;
-        let positions = match inserted {
-            Ok(positions) => positions,
-            // The safety net should a writer ever get in without the lock: a conflict, with
-            // the version that writer left.
-            Err(e) if is_unique_violation(&e) => {
-                let _ = tx.rollback().await;
-                let actual = self.stream_version(stream).await?;
-                return Err(conflict(stream, expected, actual));
+        let mut tx = self.begin().await?;
+        match append_in(&mut tx, stream, expected, &rows).await {
+            Ok(appended) => {
+                tx.commit().await.map_err(db)?;
+                Ok(appended)
             }
-            Err(e) => return Err(db(e)),
-        };
-        tx.commit().await.map_err(db)?;
-        let (Some(&first), Some(&last)) = (positions.iter().min(), positions.iter().max()) else {
-            return Err(StoreError::Corrupt(
-                "an append of events returned no positions".to_owned(),
-            ));
-        };
-        Ok(Appended {
-            version: actual + count,
-            first_position: to_u64(first, "position")?,
-            last_position: to_u64(last, "position")?,
-        })
+            Err(e) => {
+                // Nothing was written; dropping the transaction would roll it back as well.
+                let _ = tx.rollback().await;
+                Err(self.settle_conflict(stream, expected, e).await)
+            }
+        }
+    }
+
+    /// A transaction on the pool.
+    pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin().await.map_err(db)
+    }
+
+    /// Turns a unique violation of `append_in` (a writer without the lock got in) into the
+    /// conflict with the version that writer left.
+    pub(crate) async fn settle_conflict(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        error: AppendError,
+    ) -> StoreError {
+        match error {
+            AppendError::Store(e) => e,
+            AppendError::Taken => match self.stream_version(stream).await {
+                Ok(actual) => conflict(stream, expected, actual),
+                Err(e) => e,
+            },
+        }
     }
 
     pub(crate) async fn read_stream(
@@ -330,28 +268,11 @@ impl PostgresStore {
     }
 
     pub(crate) async fn save_checkpoint(&self, name: &str, position: u64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO eventdriven_checkpoints (name, position) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )
-        .bind(name)
-        .bind(to_i64(position, "checkpoint position")?)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        save_checkpoint_on(&self.pool, name, position).await
     }
 
     pub(crate) async fn load_checkpoint(&self, name: &str) -> StoreResult<Option<u64>> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM eventdriven_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        position
-            .map(|p| to_u64(p, "checkpoint position"))
-            .transpose()
+        load_checkpoint_on(&self.pool, name).await
     }
 
     pub(crate) async fn record_processed(
@@ -359,17 +280,7 @@ impl PostgresStore {
         consumer: &str,
         id: MessageId,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO eventdriven_processed (consumer, id, recorded_at) \
-             VALUES ($1, $2::uuid, $3) ON CONFLICT (consumer, id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(id.to_string())
-        .bind(to_i64(Timestamp::now().as_unix_nanos(), "time")?)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        record_processed_on(&self.pool, consumer, id).await
     }
 
     pub(crate) async fn is_processed(&self, consumer: &str, id: MessageId) -> StoreResult<bool> {
@@ -525,6 +436,170 @@ impl PostgresStore {
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// Why `append_in` failed.
+pub(crate) enum AppendError {
+    /// A conflict or another store error, final.
+    Store(StoreError),
+    /// The unique (stream, version) key refused a row: the transaction is aborted and the
+    /// actual version must be read outside it.
+    Taken,
+}
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Appends inside the transaction `conn` is in: takes the append lock (held until that
+/// transaction ends), checks the expected version, inserts the batch. Commits nothing.
+pub(crate) async fn append_in(
+    conn: &mut sqlx::PgConnection,
+    stream: &str,
+    expected: ExpectedVersion,
+    rows: &[NewEvent],
+) -> Result<Appended, AppendError> {
+    // Positions are taken and committed in order: see the module docs.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPEND_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    let actual = stream_version(&mut *conn, stream).await?;
+    if !expected.accepts(actual) {
+        return Err(conflict(stream, expected, actual).into());
+    }
+    if rows.is_empty() {
+        let head: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM eventdriven_events")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+        let head = to_u64(head, "position")?;
+        return Ok(Appended {
+            version: actual,
+            first_position: head + 1,
+            last_position: head,
+        });
+    }
+
+    // The batch in one statement: one array per column, unnested in order, so the
+    // identity column numbers the rows in version order.
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut names = Vec::with_capacity(rows.len());
+    let mut schema_versions = Vec::with_capacity(rows.len());
+    let mut payloads = Vec::with_capacity(rows.len());
+    let mut correlation_ids = Vec::with_capacity(rows.len());
+    let mut causation_ids = Vec::with_capacity(rows.len());
+    let mut headers = Vec::with_capacity(rows.len());
+    let mut timestamps = Vec::with_capacity(rows.len());
+    for row in rows.iter().cloned() {
+        ids.push(row.id);
+        names.push(row.name);
+        schema_versions.push(row.schema_version);
+        payloads.push(row.payload);
+        correlation_ids.push(row.correlation_id);
+        causation_ids.push(row.causation_id);
+        headers.push(row.headers);
+        timestamps.push(row.timestamp);
+    }
+    let count = ids.len() as u64;
+    let inserted: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(
+        "INSERT INTO eventdriven_events (stream, version, id, name, schema_version, payload, \
+             correlation_id, causation_id, headers, timestamp) \
+             SELECT $1, $2 + e.ord, e.id::uuid, e.name, e.schema_version, e.payload::jsonb, \
+             e.correlation_id::uuid, e.causation_id::uuid, e.headers, e.timestamp \
+             FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::bigint[]) WITH ORDINALITY \
+             AS e(id, name, schema_version, payload, correlation_id, causation_id, headers, \
+             timestamp, ord) \
+             ORDER BY e.ord \
+             RETURNING position",
+    )
+    .bind(stream)
+    .bind(to_i64(actual, "version")?)
+    .bind(ids)
+    .bind(names)
+    .bind(schema_versions)
+    .bind(payloads)
+    .bind(correlation_ids)
+    .bind(causation_ids)
+    .bind(headers)
+    .bind(timestamps)
+    .fetch_all(&mut *conn)
+    .await;
+    let positions = match inserted {
+        Ok(positions) => positions,
+        // The safety net should a writer ever get in without the lock: a conflict, with
+        // the version that writer left.
+        Err(e) if is_unique_violation(&e) => return Err(AppendError::Taken),
+        Err(e) => return Err(db(e).into()),
+    };
+    let (Some(&first), Some(&last)) = (positions.iter().min(), positions.iter().max()) else {
+        return Err(
+            StoreError::Corrupt("an append of events returned no positions".to_owned()).into(),
+        );
+    };
+    Ok(Appended {
+        version: actual + count,
+        first_position: to_u64(first, "position")?,
+        last_position: to_u64(last, "position")?,
+    })
+}
+
+/// `save_checkpoint` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn save_checkpoint_on<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
+    exec: E,
+    name: &str,
+    position: u64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO eventdriven_checkpoints (name, position) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )
+    .bind(name)
+    .bind(to_i64(position, "checkpoint position")?)
+    .execute(exec)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// `load_checkpoint` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn load_checkpoint_on<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
+    exec: E,
+    name: &str,
+) -> StoreResult<Option<u64>> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM eventdriven_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(exec)
+            .await
+            .map_err(db)?;
+    position
+        .map(|p| to_u64(p, "checkpoint position"))
+        .transpose()
+}
+
+/// `record_processed` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn record_processed_on<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
+    exec: E,
+    consumer: &str,
+    id: MessageId,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO eventdriven_processed (consumer, id, recorded_at) \
+         VALUES ($1, $2::uuid, $3) ON CONFLICT (consumer, id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(id.to_string())
+    .bind(to_i64(Timestamp::now().as_unix_nanos(), "time")?)
+    .execute(exec)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
 }
 
 fn conflict(stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {

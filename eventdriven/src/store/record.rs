@@ -163,6 +163,7 @@ where
 }
 
 /// An event about to be appended, in the column types both SQL backends write.
+#[derive(Clone)]
 pub(crate) struct NewEvent {
     pub(crate) id: String,
     pub(crate) name: String,

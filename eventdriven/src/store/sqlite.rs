@@ -169,76 +169,40 @@ impl SqliteStore {
             .iter()
             .map(NewEvent::encode)
             .collect::<StoreResult<Vec<_>>>()?;
-
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db)?;
-        let actual = stream_version(&mut tx, stream).await?;
-        if !expected.accepts(actual) {
-            // Nothing was written; dropping the transaction would roll it back as well.
-            let _ = tx.rollback().await;
-            return Err(conflict(stream, expected, actual));
-        }
-        if rows.is_empty() {
-            let head: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM eventdriven_events")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            let head = to_u64(head, "position")?;
-            return Ok(Appended {
-                version: actual,
-                first_position: head + 1,
-                last_position: head,
-            });
-        }
-        let mut first_position = None;
-        let mut last_position = 0;
-        for (i, row) in rows.iter().enumerate() {
-            let version = to_i64(actual + i as u64 + 1, "version")?;
-            let inserted = sqlx::query(
-                "INSERT INTO eventdriven_events (stream, version, id, name, schema_version, \
-                 payload, correlation_id, causation_id, headers, timestamp) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(stream)
-            .bind(version)
-            .bind(&row.id)
-            .bind(&row.name)
-            .bind(row.schema_version)
-            .bind(&row.payload)
-            .bind(&row.correlation_id)
-            .bind(&row.causation_id)
-            .bind(&row.headers)
-            .bind(row.timestamp)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(done) => {
-                    let position = to_u64(done.last_insert_rowid(), "position")?;
-                    first_position.get_or_insert(position);
-                    last_position = position;
-                }
-                // The unique (stream, version) key is the safety net should another writer
-                // have got in (it cannot while writers are serialised): a conflict, with the
-                // version that writer left.
-                Err(e) if is_unique_violation(&e) => {
-                    let _ = tx.rollback().await;
-                    let actual = self.stream_version(stream).await?;
-                    return Err(conflict(stream, expected, actual));
-                }
-                Err(e) => return Err(db(e)),
+        let mut tx = self.begin().await?;
+        match append_in(&mut tx, stream, expected, &rows).await {
+            Ok(appended) => {
+                tx.commit().await.map_err(db)?;
+                Ok(appended)
+            }
+            Err(e) => {
+                // Nothing was written; dropping the transaction would roll it back as well.
+                let _ = tx.rollback().await;
+                Err(self.settle_conflict(stream, expected, e).await)
             }
         }
-        tx.commit().await.map_err(db)?;
-        Ok(Appended {
-            version: actual + rows.len() as u64,
-            first_position: first_position.unwrap_or(last_position + 1),
-            last_position,
-        })
+    }
+
+    /// A write transaction: `BEGIN IMMEDIATE` on the one write connection (see the module docs).
+    pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    }
+
+    /// Turns a unique violation of `append_in` (another writer got in) into the conflict with
+    /// the version that writer left.
+    pub(crate) async fn settle_conflict(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        error: AppendError,
+    ) -> StoreError {
+        match error {
+            AppendError::Store(e) => e,
+            AppendError::Taken => match self.stream_version(stream).await {
+                Ok(actual) => conflict(stream, expected, actual),
+                Err(e) => e,
+            },
+        }
     }
 
     pub(crate) async fn read_stream(
@@ -318,28 +282,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn save_checkpoint(&self, name: &str, position: u64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO eventdriven_checkpoints (name, position) VALUES (?, ?) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )
-        .bind(name)
-        .bind(to_i64(position, "checkpoint position")?)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        save_checkpoint_on(&self.writer, name, position).await
     }
 
     pub(crate) async fn load_checkpoint(&self, name: &str) -> StoreResult<Option<u64>> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM eventdriven_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(db)?;
-        position
-            .map(|p| to_u64(p, "checkpoint position"))
-            .transpose()
+        load_checkpoint_on(&self.readers, name).await
     }
 
     pub(crate) async fn record_processed(
@@ -347,17 +294,7 @@ impl SqliteStore {
         consumer: &str,
         id: MessageId,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO eventdriven_processed (consumer, id, recorded_at) VALUES (?, ?, ?) \
-             ON CONFLICT (consumer, id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(id.to_string())
-        .bind(to_i64(Timestamp::now().as_unix_nanos(), "time")?)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        record_processed_on(&self.writer, consumer, id).await
     }
 
     pub(crate) async fn is_processed(&self, consumer: &str, id: MessageId) -> StoreResult<bool> {
@@ -511,6 +448,59 @@ impl SqliteStore {
     }
 }
 
+/// `save_checkpoint` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn save_checkpoint_on<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+    exec: E,
+    name: &str,
+    position: u64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO eventdriven_checkpoints (name, position) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )
+    .bind(name)
+    .bind(to_i64(position, "checkpoint position")?)
+    .execute(exec)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// `load_checkpoint` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn load_checkpoint_on<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+    exec: E,
+    name: &str,
+) -> StoreResult<Option<u64>> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM eventdriven_checkpoints WHERE name = ?")
+            .bind(name)
+            .fetch_optional(exec)
+            .await
+            .map_err(db)?;
+    position
+        .map(|p| to_u64(p, "checkpoint position"))
+        .transpose()
+}
+
+/// `record_processed` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn record_processed_on<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+    exec: E,
+    consumer: &str,
+    id: MessageId,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO eventdriven_processed (consumer, id, recorded_at) VALUES (?, ?, ?) \
+         ON CONFLICT (consumer, id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(id.to_string())
+    .bind(to_i64(Timestamp::now().as_unix_nanos(), "time")?)
+    .execute(exec)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
+}
+
 fn conflict(stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
     ConcurrencyConflict {
         stream: stream.to_owned(),
@@ -553,6 +543,86 @@ fn is_busy(error: &sqlx::Error) -> bool {
         .and_then(|e| e.code())
         .and_then(|code| code.parse::<i32>().ok())
         .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+/// Why `append_in` failed.
+pub(crate) enum AppendError {
+    /// A conflict or another store error, final.
+    Store(StoreError),
+    /// The unique (stream, version) key refused a row: another writer got in; the transaction
+    /// is spoilt and the actual version must be read outside it.
+    Taken,
+}
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Appends inside the write transaction `conn` is in: checks the expected version, inserts the
+/// rows in version order. Commits nothing.
+pub(crate) async fn append_in(
+    conn: &mut sqlx::SqliteConnection,
+    stream: &str,
+    expected: ExpectedVersion,
+    rows: &[NewEvent],
+) -> Result<Appended, AppendError> {
+    let actual = stream_version(conn, stream).await?;
+    if !expected.accepts(actual) {
+        return Err(conflict(stream, expected, actual).into());
+    }
+    if rows.is_empty() {
+        let head: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM eventdriven_events")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+        let head = to_u64(head, "position")?;
+        return Ok(Appended {
+            version: actual,
+            first_position: head + 1,
+            last_position: head,
+        });
+    }
+    let mut first_position = None;
+    let mut last_position = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let version = to_i64(actual + i as u64 + 1, "version")?;
+        let inserted = sqlx::query(
+            "INSERT INTO eventdriven_events (stream, version, id, name, schema_version, \
+             payload, correlation_id, causation_id, headers, timestamp) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(stream)
+        .bind(version)
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(row.schema_version)
+        .bind(&row.payload)
+        .bind(&row.correlation_id)
+        .bind(&row.causation_id)
+        .bind(&row.headers)
+        .bind(row.timestamp)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(done) => {
+                let position = to_u64(done.last_insert_rowid(), "position")?;
+                first_position.get_or_insert(position);
+                last_position = position;
+            }
+            // The unique (stream, version) key is the safety net should another writer have
+            // got in (it cannot while writers are serialised).
+            Err(e) if is_unique_violation(&e) => return Err(AppendError::Taken),
+            Err(e) => return Err(db(e).into()),
+        }
+    }
+    Ok(Appended {
+        version: actual + rows.len() as u64,
+        first_position: first_position.unwrap_or(last_position + 1),
+        last_position,
+    })
 }
 
 /// The stream's version (0: no stream) as `conn` sees it.

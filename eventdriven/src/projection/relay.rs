@@ -1,0 +1,259 @@
+//! The relay: the event store as the outbox of the bus.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::aggregate::Upcasters;
+use crate::store::Store;
+use crate::App;
+
+/// Publishes every stored event on the bus, in position order, at least once. See the
+/// [module docs](super).
+///
+/// ```
+/// use std::time::Duration;
+/// use eventdriven::prelude::*;
+/// use eventdriven::projection::Relay;
+/// use eventdriven::store::{EventData, ExpectedVersion, Store};
+///
+/// #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+/// #[event(name = "order.placed")]
+/// struct OrderPlaced { order: u64 }
+///
+/// #[subscribe]
+/// async fn confirm(event: &OrderPlaced) {
+///     println!("order {} placed", event.order);
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// let store = Store::memory();
+/// let app = App::builder().subscriber(confirm).build().await?;
+/// let relay = Relay::new(store.clone(), &app).start().await?;
+///
+/// let placed = EventData::from_event(&OrderPlaced { order: 7 })?;
+/// let at = store.append("order-7", ExpectedVersion::NoStream, vec![placed]).await?;
+/// assert!(relay.wait_for(at.last_position, Duration::from_secs(5)).await);
+/// relay.stop().await;
+/// app.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Relay {
+    store: Store,
+    app: App,
+    name: String,
+    upcasters: Upcasters,
+    batch: usize,
+    poll: Duration,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("name", &self.name)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay from `store` to `app`'s bus, named `relay` (its checkpoint's key), batches of
+    /// 100 events, a poll every 500 ms for other processes' appends.
+    pub fn new(store: Store, app: &App) -> Self {
+        Self {
+            store,
+            app: app.clone(),
+            name: "relay".to_owned(),
+            upcasters: Upcasters::new(),
+            batch: 100,
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Its name: the key of its checkpoint. Two relays of one store need two names.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Applies `upcasters` to every event before it is decoded.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// How many events one read fetches (at least 1).
+    pub fn batch(mut self, events: usize) -> Self {
+        self.batch = events.max(1);
+        self
+    }
+
+    /// How often the store is read when this process appended nothing.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll = every;
+        self
+    }
+
+    /// Starts relaying from the checkpoint (0 if there is none).
+    pub async fn start(self) -> crate::store::StoreResult<RelayHandle> {
+        let position = self.store.load_checkpoint(&self.name).await?.unwrap_or(0);
+        let (status, _) = watch::channel(position);
+        let status = Arc::new(status);
+        let (stop, stopped) = watch::channel(false);
+        let skipped = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(
+            self,
+            position,
+            status.clone(),
+            stopped,
+            skipped.clone(),
+        ));
+        Ok(RelayHandle {
+            position: status,
+            stop,
+            skipped,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+}
+
+/// A running relay. Cheap to clone.
+#[derive(Clone)]
+pub struct RelayHandle {
+    position: Arc<watch::Sender<u64>>,
+    stop: watch::Sender<bool>,
+    skipped: Arc<AtomicU64>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for RelayHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayHandle")
+            .field("position", &self.position())
+            .field("skipped", &self.skipped())
+            .finish()
+    }
+}
+
+impl RelayHandle {
+    /// The position of the last event published and checkpointed.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Events passed over because no actor of this app subscribes to their type.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every event up to `position` was published (at most `timeout`); `false`
+    /// if not in time.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut seen = self.position.subscribe();
+        tokio::time::timeout(timeout, seen.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops after the current batch and waits for the task (at most 10 s).
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::error!("relay did not stop within 10 s");
+            }
+        }
+    }
+}
+
+async fn run(
+    relay: Relay,
+    mut position: u64,
+    status: Arc<watch::Sender<u64>>,
+    mut stop: watch::Receiver<bool>,
+    skipped: Arc<AtomicU64>,
+) {
+    let store = &relay.store;
+    let mut pause = Duration::from_millis(50);
+    while !*stop.borrow() {
+        let appended = store.appended();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+
+        let page = match store.read_all(position, relay.batch).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(relay = relay.name, %error, "cannot read the store; trying again");
+                wait(&mut stop, pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if page.is_empty() {
+            tokio::select! {
+                () = &mut appended => {}
+                () = tokio::time::sleep(relay.poll) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        for mut stored in page {
+            let at = stored.position;
+            let published = match relay.upcasters.upcast(&mut stored) {
+                Ok(()) => relay.app.publish_stored(stored).await,
+                Err(e) => Some(Err(e.to_string())),
+            };
+            match published {
+                Some(Ok(())) => position = at,
+                // No actor of this app subscribes to its type: nothing to deliver.
+                None => {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                    position = at;
+                }
+                Some(Err(error)) => {
+                    // Not past this event: it is published again, nothing is skipped.
+                    tracing::warn!(relay = relay.name, position = at, %error, "event not relayed; trying again");
+                    break;
+                }
+            }
+        }
+        let saved = *status.borrow();
+        if position > saved {
+            match store.save_checkpoint(&relay.name, position).await {
+                Ok(()) => {
+                    status.send_replace(position);
+                    pause = Duration::from_millis(50);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(relay = relay.name, %error, "checkpoint not saved; trying again")
+                }
+            }
+        }
+        wait(&mut stop, pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Sleeps for `pause` unless asked to stop first.
+async fn wait(stop: &mut watch::Receiver<bool>, pause: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        _ = stop.changed() => {}
+    }
+}
