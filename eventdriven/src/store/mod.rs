@@ -431,6 +431,28 @@ impl Store {
         self.inner.appended.notified()
     }
 
+    /// The SQLite store's pool of read connections, for queries on read models kept in the
+    /// same file (write through a [`StoreTx`]); `None` on another backend.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_readers(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.inner.backend {
+            Backend::Sqlite(store) => Some(store.readers()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL store's connection pool, for queries on read models kept in the same
+    /// database; `None` on another backend.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.inner.backend {
+            Backend::Postgres(store) => Some(store.pool()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// `"memory"`, `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match &self.inner.backend {

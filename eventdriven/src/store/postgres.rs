@@ -169,6 +169,11 @@ impl PostgresStore {
         }
     }
 
+    /// The pool.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A transaction on the pool.
     pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.pool.begin().await.map_err(db)

@@ -183,6 +183,11 @@ impl SqliteStore {
         }
     }
 
+    /// The read connections.
+    pub(crate) fn readers(&self) -> &SqlitePool {
+        &self.readers
+    }
+
     /// A write transaction: `BEGIN IMMEDIATE` on the one write connection (see the module docs).
     pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
