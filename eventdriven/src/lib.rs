@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod aggregate;
 pub mod app;
+pub mod consistency;
 pub mod delivery;
 pub mod error;
 pub mod message;
