@@ -6,6 +6,25 @@
 //! handler that appends events in its transaction uses the event store as its outbox (the
 //! events are relayed to the bus only once the transaction committed).
 //!
+//! The inbox pattern, in a subscriber whose effects live in the store's database: record the
+//! message id in the same transaction as the effects, and roll back if it was already there.
+//!
+//! ```ignore
+//! #[subscribe]
+//! async fn charge(&mut self, event: &PaymentRequested, ctx: &mut Context<Self>) -> anyhow::Result<()> {
+//!     let mut tx = self.store.begin().await?;
+//!     if !tx.record_processed("payments", ctx.metadata().id).await? {
+//!         return Ok(tx.rollback().await?); // a redelivery: its effects are already committed
+//!     }
+//!     sqlx::query("UPDATE balances SET due = due - $1 WHERE account = $2")
+//!         .bind(event.amount)
+//!         .bind(&event.account)
+//!         .execute(tx.postgres().expect("PostgreSQL"))
+//!         .await?;
+//!     Ok(tx.commit().await?)
+//! }
+//! ```
+//!
 //! ```
 //! use eventdriven::store::{EventData, ExpectedVersion, Store};
 //!
