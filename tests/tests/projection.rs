@@ -358,7 +358,40 @@ async fn a_failing_event_is_retried_never_skipped(h: Harness) {
     assert!(applied.len() >= 20);
 }
 
+/// A state-stored handler's outbox: the event is stored with the handler's writes, and relayed
+/// only if they committed.
+async fn the_outbox_relays_only_what_committed(h: Harness) {
+    let store = h.open().await;
+    let (app, seen) = collecting_app().await;
+    let relay = Relay::new(store.clone(), &app).start().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue(&ItemAdded { n: 1 }, Metadata::new())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let meta = Metadata::new();
+    let id = meta.id;
+    tx.enqueue(&ItemAdded { n: 2 }, meta).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let head = store.head().await.unwrap();
+    assert!(relay.wait_for(head, WAIT).await);
+    relay.stop().await;
+    app.shutdown().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![(2, id)]);
+    assert_eq!(
+        store
+            .stream_version(eventdriven::store::OUTBOX_STREAM)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
 stores::per_backend!(
+    the_outbox_relays_only_what_committed,
     a_transaction_commits_all_or_nothing,
     the_relay_publishes_every_stored_event_once_in_order_and_resumes,
     a_projection_catches_up_then_follows_live_appends_exactly_in_order,

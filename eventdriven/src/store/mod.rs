@@ -169,7 +169,7 @@ pub enum StoreError {
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-pub use tx::StoreTx;
+pub use tx::{StoreTx, OUTBOX_STREAM};
 
 /// Short for `Result<T, StoreError>`.
 pub type StoreResult<T> = Result<T, StoreError>;

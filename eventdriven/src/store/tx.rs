@@ -49,6 +49,9 @@ use super::record::{db, NewEvent};
 use super::{Appended, Backend, EventData, ExpectedVersion, Store, StoreResult};
 use crate::message::MessageId;
 
+/// The stream that [`StoreTx::enqueue`] appends to.
+pub const OUTBOX_STREAM: &str = "$outbox";
+
 /// An open transaction on a [`Store`]; see the [module docs](self). Dropped without
 /// [`commit`](Self::commit), it rolls back.
 ///
@@ -155,6 +158,22 @@ impl StoreTx {
                 }
             }
         }
+    }
+
+    /// The standalone outbox, for handlers that keep state in the store's database without
+    /// event sourcing: stores `event` in the stream [`OUTBOX_STREAM`] as part of the
+    /// transaction, so it exists exactly when the handler's own writes committed; a
+    /// [`Relay`](crate::projection::Relay) then publishes it on the bus (and, later, to
+    /// bridges), at least once.
+    pub async fn enqueue<E: crate::Event + serde::Serialize>(
+        &mut self,
+        event: &E,
+        metadata: crate::Metadata,
+    ) -> StoreResult<()> {
+        let data = EventData::from_event_with(event, metadata)?;
+        self.append(OUTBOX_STREAM, ExpectedVersion::Any, vec![data])
+            .await
+            .map(drop)
     }
 
     /// Records how far the reader `name` got, as part of the transaction.
