@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod error;
 pub mod message;
 pub mod projection;
+pub mod saga;
 pub mod store;
 pub mod testing;
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 mod stores;
 
 use eventdriven::store::{
-    Appended, ConcurrencyConflict, EventData, ExpectedVersion, Snapshot, Store, StoreError,
-    StoreResult, StoredDeadLetter, StoredEvent, StoredSchedule,
+    Appended, ConcurrencyConflict, EventData, ExpectedVersion, SagaRecord, Snapshot, Store,
+    StoreError, StoreResult, StoredDeadLetter, StoredEvent, StoredSchedule,
 };
 use eventdriven::{MessageId, Metadata, Timestamp};
 use serde_json::json;
@@ -27,7 +27,68 @@ use serde_json::json;
 // The harness is in `stores/mod.rs`, shared with the other per-backend suites.
 use stores::{Harness, GAP_TIMEOUT};
 
+fn saga(saga: &str, id: &str, status: &str, step: u32) -> SagaRecord {
+    SagaRecord {
+        saga: saga.into(),
+        id: id.into(),
+        status: status.into(),
+        step,
+        data: json!({ "order": id, "items": [1, 2] }),
+        error: None,
+        started_at: at(10),
+        updated_at: at(11),
+        deadline: None,
+    }
+}
+
+async fn sagas(h: Harness) {
+    let store = h.open().await;
+    assert_eq!(store.load_saga("fulfilment", "o1").await.unwrap(), None);
+    let mut first = saga("fulfilment", "o1", "running", 0);
+    store.save_saga(&first).await.unwrap();
+    store
+        .save_saga(&saga("fulfilment", "o2", "running", 1))
+        .await
+        .unwrap();
+    store
+        .save_saga(&saga("billing", "b1", "completed", 3))
+        .await
+        .unwrap();
+    // Replaced as a whole.
+    first.status = "compensating".into();
+    first.step = 2;
+    first.error = Some("card declined".into());
+    first.deadline = Some(at(99));
+    first.updated_at = at(12);
+    store.save_saga(&first).await.unwrap();
+    assert_eq!(
+        store.load_saga("fulfilment", "o1").await.unwrap(),
+        Some(first.clone())
+    );
+
+    let ids = |records: Vec<SagaRecord>| -> Vec<(String, String)> {
+        records.into_iter().map(|r| (r.saga, r.id)).collect()
+    };
+    assert_eq!(
+        ids(store.list_sagas(Some("fulfilment"), 10).await.unwrap()),
+        [
+            ("fulfilment".into(), "o1".into()),
+            ("fulfilment".into(), "o2".into())
+        ]
+    );
+    assert_eq!(store.list_sagas(None, 10).await.unwrap().len(), 3);
+    assert_eq!(store.list_sagas(None, 2).await.unwrap().len(), 2);
+
+    // Durable across reopening.
+    let again = h.open().await;
+    assert_eq!(
+        again.load_saga("fulfilment", "o1").await.unwrap(),
+        Some(first)
+    );
+}
+
 stores::per_backend!(
+    sagas,
     append_no_stream,
     append_exact,
     append_any,

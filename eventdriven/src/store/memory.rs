@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{
-    Appended, ConcurrencyConflict, EventData, ExpectedVersion, Snapshot, StoreResult,
+    Appended, ConcurrencyConflict, EventData, ExpectedVersion, SagaRecord, Snapshot, StoreResult,
     StoredDeadLetter, StoredEvent, StoredSchedule,
 };
 use crate::message::{MessageId, Timestamp};
@@ -35,6 +35,8 @@ struct State {
     dead_letters: BTreeMap<(Timestamp, MessageId, String), StoredDeadLetter>,
     /// Keyed by (due, message id) so due ones come first.
     schedules: BTreeMap<(Timestamp, MessageId), StoredSchedule>,
+    /// Keyed by (saga, id).
+    sagas: BTreeMap<(String, String), SagaRecord>,
 }
 
 impl State {
@@ -317,6 +319,36 @@ impl MemoryStore {
             .dead_letters
             .retain(|(_, i, r), _| !(*i == id && r == recipient));
         Ok(state.dead_letters.len() < len)
+    }
+
+    pub(crate) async fn save_saga(&self, record: &SagaRecord) -> StoreResult<()> {
+        self.state()
+            .sagas
+            .insert((record.saga.clone(), record.id.clone()), record.clone());
+        Ok(())
+    }
+
+    pub(crate) async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
+        Ok(self
+            .state()
+            .sagas
+            .get(&(saga.to_owned(), id.to_owned()))
+            .cloned())
+    }
+
+    pub(crate) async fn list_sagas(
+        &self,
+        saga: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SagaRecord>> {
+        Ok(self
+            .state()
+            .sagas
+            .values()
+            .filter(|r| saga.is_none_or(|s| r.saga == s))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     pub(crate) async fn put_schedule(&self, schedule: StoredSchedule) -> StoreResult<()> {

@@ -324,6 +324,29 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// One saga instance as stored: written after every step, read back to resume it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SagaRecord {
+    /// The saga type's name.
+    pub saga: String,
+    /// The instance's id (unique per saga type).
+    pub id: String,
+    /// Its status, as the saga runner names it (`running`, `compensating`, `completed`, ...).
+    pub status: String,
+    /// The step it is at: the next to run, or the next to compensate.
+    pub step: u32,
+    /// The saga's data.
+    pub data: serde_json::Value,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it was last written.
+    pub updated_at: Timestamp,
+    /// When it must be finished by, if it has a deadline.
+    pub deadline: Option<Timestamp>,
+}
+
 /// A handle to a store; cheap to clone, shared by everything that uses it.
 #[derive(Clone)]
 pub struct Store {
@@ -566,6 +589,25 @@ impl Store {
     /// Removes the dead letter of message `id` for `recipient`; `false` if there was none.
     pub async fn remove_dead_letter(&self, id: MessageId, recipient: &str) -> StoreResult<bool> {
         dispatch!(self.remove_dead_letter(id, recipient))
+    }
+
+    /// Stores a saga instance, replacing what was stored for its saga type and id.
+    pub async fn save_saga(&self, record: &SagaRecord) -> StoreResult<()> {
+        dispatch!(self.save_saga(record))
+    }
+
+    /// The saga instance `id` of type `saga`, if stored.
+    pub async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
+        dispatch!(self.load_saga(saga, id))
+    }
+
+    /// Up to `limit` saga instances (of type `saga`, or of every type), by type and id.
+    pub async fn list_sagas(
+        &self,
+        saga: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SagaRecord>> {
+        dispatch!(self.list_sagas(saga, limit))
     }
 
     /// Stores a scheduled message (replacing one with the same message id).

@@ -31,11 +31,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::record::{
     clamp_i64, db, dead_letter_from_row, event_from_row, is_unique_violation, json_to_text,
-    meta_to_json, parse_id, schedule_from_row, snapshot_from_row, to_i64, to_u64, NewEvent,
+    meta_to_json, parse_id, saga_from_row, schedule_from_row, snapshot_from_row, to_i64, to_u64,
+    NewEvent,
 };
 use super::{
-    Appended, ConcurrencyConflict, EventData, ExpectedVersion, Snapshot, StoreError, StoreResult,
-    StoredDeadLetter, StoredEvent, StoredSchedule,
+    Appended, ConcurrencyConflict, EventData, ExpectedVersion, SagaRecord, Snapshot, StoreError,
+    StoreResult, StoredDeadLetter, StoredEvent, StoredSchedule,
 };
 use crate::message::{MessageId, Timestamp};
 
@@ -51,10 +52,11 @@ const MAX_CONNECTIONS: u32 = 16;
 
 /// The schema, one step per migration; step `i` is version `i + 1`. Append new steps, never
 /// edit old ones.
-const MIGRATIONS: &[&[&str]] = &[&[
-    // `read_all` pages by `position`, the primary key: no other index needed. `read_stream`
-    // and the stream's version use the unique index of (stream, version).
-    "CREATE TABLE eventdriven_events (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        // `read_all` pages by `position`, the primary key: no other index needed. `read_stream`
+        // and the stream's version use the unique index of (stream, version).
+        "CREATE TABLE eventdriven_events (
         position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         stream TEXT NOT NULL,
         version BIGINT NOT NULL,
@@ -68,26 +70,26 @@ const MIGRATIONS: &[&[&str]] = &[&[
         timestamp BIGINT NOT NULL,
         CONSTRAINT eventdriven_events_stream_version UNIQUE (stream, version)
     )",
-    "CREATE TABLE eventdriven_snapshots (
+        "CREATE TABLE eventdriven_snapshots (
         stream TEXT PRIMARY KEY,
         version BIGINT NOT NULL,
         schema_version BIGINT NOT NULL,
         state JSONB NOT NULL,
         taken_at BIGINT NOT NULL
     )",
-    "CREATE TABLE eventdriven_checkpoints (
+        "CREATE TABLE eventdriven_checkpoints (
         name TEXT PRIMARY KEY,
         position BIGINT NOT NULL
     )",
-    "CREATE TABLE eventdriven_processed (
+        "CREATE TABLE eventdriven_processed (
         consumer TEXT NOT NULL,
         id UUID NOT NULL,
         recorded_at BIGINT NOT NULL,
         PRIMARY KEY (consumer, id)
     )",
-    "CREATE INDEX eventdriven_processed_recorded_at
+        "CREATE INDEX eventdriven_processed_recorded_at
         ON eventdriven_processed (consumer, recorded_at)",
-    "CREATE TABLE eventdriven_dead_letters (
+        "CREATE TABLE eventdriven_dead_letters (
         id UUID NOT NULL,
         recipient TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -98,11 +100,11 @@ const MIGRATIONS: &[&[&str]] = &[&[
         failed_at BIGINT NOT NULL,
         PRIMARY KEY (id, recipient)
     )",
-    // Listing orders by (failed_at, id, recipient) with recipients compared byte-wise, as
-    // the other backends do whatever the database's collation.
-    "CREATE INDEX eventdriven_dead_letters_failed_at
+        // Listing orders by (failed_at, id, recipient) with recipients compared byte-wise, as
+        // the other backends do whatever the database's collation.
+        "CREATE INDEX eventdriven_dead_letters_failed_at
         ON eventdriven_dead_letters (failed_at, id, recipient COLLATE \"C\")",
-    "CREATE TABLE eventdriven_schedules (
+        "CREATE TABLE eventdriven_schedules (
         id UUID PRIMARY KEY,
         due BIGINT NOT NULL,
         kind TEXT NOT NULL,
@@ -111,8 +113,24 @@ const MIGRATIONS: &[&[&str]] = &[&[
         payload JSONB NOT NULL,
         metadata TEXT NOT NULL
     )",
-    "CREATE INDEX eventdriven_schedules_due ON eventdriven_schedules (due, id)",
-]];
+        "CREATE INDEX eventdriven_schedules_due ON eventdriven_schedules (due, id)",
+    ],
+    &[
+        "CREATE TABLE eventdriven_sagas (
+        saga TEXT NOT NULL,
+        id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        step BIGINT NOT NULL,
+        data JSONB NOT NULL,
+        error TEXT,
+        started_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        deadline BIGINT,
+        PRIMARY KEY (saga, id)
+    )",
+        "CREATE INDEX eventdriven_sagas_status ON eventdriven_sagas (status, saga, id)",
+    ],
+];
 
 /// `SELECT` of every event column (ids and payload as text, as `event_from_row` reads them)
 /// followed by `$rest`.
@@ -391,6 +409,70 @@ impl PostgresStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn save_saga(&self, record: &SagaRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO eventdriven_sagas \
+             (saga, id, status, step, data, error, started_at, updated_at, deadline) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) \
+             ON CONFLICT (saga, id) DO UPDATE SET status = excluded.status, \
+             step = excluded.step, data = excluded.data, error = excluded.error, \
+             started_at = excluded.started_at, updated_at = excluded.updated_at, \
+             deadline = excluded.deadline",
+        )
+        .bind(&record.saga)
+        .bind(&record.id)
+        .bind(&record.status)
+        .bind(i64::from(record.step))
+        .bind(json_to_text(&record.saga, &record.data)?)
+        .bind(&record.error)
+        .bind(to_i64(record.started_at.as_unix_nanos(), "saga start")?)
+        .bind(to_i64(record.updated_at.as_unix_nanos(), "saga update")?)
+        .bind(
+            record
+                .deadline
+                .map(|d| to_i64(d.as_unix_nanos(), "saga deadline"))
+                .transpose()?,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
+        let row = sqlx::query("SELECT saga, id, status, step, data::text AS data, error, started_at, updated_at, deadline::text AS deadline FROM eventdriven_sagas WHERE saga = $1 AND id = $2")
+            .bind(saga)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(saga_from_row).transpose()
+    }
+
+    pub(crate) async fn list_sagas(
+        &self,
+        saga: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SagaRecord>> {
+        let rows = match saga {
+            Some(saga) => {
+                sqlx::query("SELECT saga, id, status, step, data::text AS data, error, started_at, updated_at, deadline::text AS deadline FROM eventdriven_sagas WHERE saga = $1 ORDER BY saga, id COLLATE \"C\" LIMIT $2")
+                    .bind(saga)
+                    .bind(clamp_i64(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT saga, id, status, step, data::text AS data, error, started_at, updated_at, deadline::text AS deadline FROM eventdriven_sagas ORDER BY saga, id COLLATE \"C\" LIMIT $1")
+                    .bind(clamp_i64(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(saga_from_row).collect()
     }
 
     pub(crate) async fn put_schedule(&self, schedule: StoredSchedule) -> StoreResult<()> {

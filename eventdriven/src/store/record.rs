@@ -311,6 +311,32 @@ where
     })
 }
 
+/// A saga instance from its row.
+pub(crate) fn saga_from_row<R: SqlRow>(row: &R) -> StoreResult<super::SagaRecord>
+where
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let data = row.text("data")?;
+    Ok(super::SagaRecord {
+        saga: row.text("saga")?,
+        id: row.text("id")?,
+        status: row.text("status")?,
+        step: to_u32(row.int("step")?, "saga step")?,
+        data: json_from_text(&data, "saga data")?,
+        error: row.opt_text("error")?,
+        started_at: to_timestamp(row.int("started_at")?, "saga start")?,
+        updated_at: to_timestamp(row.int("updated_at")?, "saga update")?,
+        deadline: row
+            .opt_text("deadline")?
+            .map(|d| {
+                d.parse::<i64>()
+                    .map_err(|e| StoreError::Corrupt(format!("saga deadline {d:?}: {e}")))
+                    .and_then(|d| to_timestamp(d, "saga deadline"))
+            })
+            .transpose()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,11 +38,12 @@ use sqlx::sqlite::{
 
 use super::record::{
     clamp_i64, db, dead_letter_from_row, event_from_row, is_unique_violation, json_to_text,
-    meta_to_json, parse_id, schedule_from_row, snapshot_from_row, to_i64, to_u64, NewEvent,
+    meta_to_json, parse_id, saga_from_row, schedule_from_row, snapshot_from_row, to_i64, to_u64,
+    NewEvent,
 };
 use super::{
-    Appended, ConcurrencyConflict, EventData, ExpectedVersion, Snapshot, StoreError, StoreResult,
-    StoredDeadLetter, StoredEvent, StoredSchedule,
+    Appended, ConcurrencyConflict, EventData, ExpectedVersion, SagaRecord, Snapshot, StoreError,
+    StoreResult, StoredDeadLetter, StoredEvent, StoredSchedule,
 };
 use crate::message::{MessageId, Timestamp};
 
@@ -55,8 +56,9 @@ const READERS: u32 = 4;
 
 /// The schema, one step per migration; step `i` is version `i + 1`. Append new steps, never
 /// edit old ones.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE eventdriven_events (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE eventdriven_events (
         position INTEGER PRIMARY KEY AUTOINCREMENT,
         stream TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -70,28 +72,28 @@ const MIGRATIONS: &[&[&str]] = &[&[
         timestamp INTEGER NOT NULL,
         CONSTRAINT eventdriven_events_stream_version UNIQUE (stream, version)
     )",
-    // `read_all` pages by `position`, the rowid: no other index needed. `read_stream` and the
-    // stream's version use the unique index of (stream, version).
-    "CREATE TABLE eventdriven_snapshots (
+        // `read_all` pages by `position`, the rowid: no other index needed. `read_stream` and the
+        // stream's version use the unique index of (stream, version).
+        "CREATE TABLE eventdriven_snapshots (
         stream TEXT PRIMARY KEY NOT NULL,
         version INTEGER NOT NULL,
         schema_version INTEGER NOT NULL,
         state TEXT NOT NULL,
         taken_at INTEGER NOT NULL
     )",
-    "CREATE TABLE eventdriven_checkpoints (
+        "CREATE TABLE eventdriven_checkpoints (
         name TEXT PRIMARY KEY NOT NULL,
         position INTEGER NOT NULL
     )",
-    "CREATE TABLE eventdriven_processed (
+        "CREATE TABLE eventdriven_processed (
         consumer TEXT NOT NULL,
         id TEXT NOT NULL,
         recorded_at INTEGER NOT NULL,
         PRIMARY KEY (consumer, id)
     )",
-    "CREATE INDEX eventdriven_processed_recorded_at
+        "CREATE INDEX eventdriven_processed_recorded_at
         ON eventdriven_processed (consumer, recorded_at)",
-    "CREATE TABLE eventdriven_dead_letters (
+        "CREATE TABLE eventdriven_dead_letters (
         id TEXT NOT NULL,
         recipient TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -102,9 +104,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
         failed_at INTEGER NOT NULL,
         PRIMARY KEY (id, recipient)
     )",
-    "CREATE INDEX eventdriven_dead_letters_failed_at
+        "CREATE INDEX eventdriven_dead_letters_failed_at
         ON eventdriven_dead_letters (failed_at, id, recipient)",
-    "CREATE TABLE eventdriven_schedules (
+        "CREATE TABLE eventdriven_schedules (
         id TEXT PRIMARY KEY NOT NULL,
         due INTEGER NOT NULL,
         kind TEXT NOT NULL,
@@ -113,8 +115,24 @@ const MIGRATIONS: &[&[&str]] = &[&[
         payload TEXT NOT NULL,
         metadata TEXT NOT NULL
     )",
-    "CREATE INDEX eventdriven_schedules_due ON eventdriven_schedules (due, id)",
-]];
+        "CREATE INDEX eventdriven_schedules_due ON eventdriven_schedules (due, id)",
+    ],
+    &[
+        "CREATE TABLE eventdriven_sagas (
+        saga TEXT NOT NULL,
+        id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        error TEXT,
+        started_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deadline INTEGER,
+        PRIMARY KEY (saga, id)
+    )",
+        "CREATE INDEX eventdriven_sagas_status ON eventdriven_sagas (status, saga, id)",
+    ],
+];
 
 /// `SELECT` of every event column (as `event_from_row` reads them) followed by `$rest`.
 macro_rules! select_events {
@@ -401,6 +419,70 @@ impl SqliteStore {
                 .await
                 .map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn save_saga(&self, record: &SagaRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO eventdriven_sagas \
+             (saga, id, status, step, data, error, started_at, updated_at, deadline) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (saga, id) DO UPDATE SET status = excluded.status, \
+             step = excluded.step, data = excluded.data, error = excluded.error, \
+             started_at = excluded.started_at, updated_at = excluded.updated_at, \
+             deadline = excluded.deadline",
+        )
+        .bind(&record.saga)
+        .bind(&record.id)
+        .bind(&record.status)
+        .bind(i64::from(record.step))
+        .bind(json_to_text(&record.saga, &record.data)?)
+        .bind(&record.error)
+        .bind(to_i64(record.started_at.as_unix_nanos(), "saga start")?)
+        .bind(to_i64(record.updated_at.as_unix_nanos(), "saga update")?)
+        .bind(
+            record
+                .deadline
+                .map(|d| to_i64(d.as_unix_nanos(), "saga deadline"))
+                .transpose()?,
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
+        let row = sqlx::query("SELECT saga, id, status, step, data, error, started_at, updated_at, CAST(deadline AS TEXT) AS deadline FROM eventdriven_sagas WHERE saga = ? AND id = ?")
+            .bind(saga)
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(saga_from_row).transpose()
+    }
+
+    pub(crate) async fn list_sagas(
+        &self,
+        saga: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SagaRecord>> {
+        let rows = match saga {
+            Some(saga) => {
+                sqlx::query("SELECT saga, id, status, step, data, error, started_at, updated_at, CAST(deadline AS TEXT) AS deadline FROM eventdriven_sagas WHERE saga = ? ORDER BY saga, id LIMIT ?")
+                    .bind(saga)
+                    .bind(clamp_i64(limit))
+                    .fetch_all(&self.readers)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT saga, id, status, step, data, error, started_at, updated_at, CAST(deadline AS TEXT) AS deadline FROM eventdriven_sagas ORDER BY saga, id LIMIT ?")
+                    .bind(clamp_i64(limit))
+                    .fetch_all(&self.readers)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(saga_from_row).collect()
     }
 
     pub(crate) async fn put_schedule(&self, schedule: StoredSchedule) -> StoreResult<()> {
