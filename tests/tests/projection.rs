@@ -182,6 +182,57 @@ async fn the_relay_publishes_every_stored_event_once_in_order_and_resumes(h: Har
     assert_eq!(got, (60..70).collect::<Vec<_>>());
 }
 
+/// Handles `ItemAdded` only once the gate opens; fails (for good) on odd numbers.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    handled: Arc<AtomicU64>,
+}
+
+#[handlers]
+impl Gated {
+    #[subscribe]
+    async fn added(&mut self, event: &ItemAdded) -> Result<(), String> {
+        let _pass = self.gate.acquire().await.map_err(|e| e.to_string())?;
+        if event.n % 2 == 1 {
+            return Err(format!("{} is odd", event.n));
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The relay's checkpoint passes an event only once every subscriber is done with it
+/// (handled or dead-lettered): a crash before that must deliver it again.
+async fn the_relay_checkpoints_only_what_subscribers_are_done_with(h: Harness) {
+    let store = h.open().await;
+    let head = append_items(&store, 0, 4, 1).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
+    let app = App::builder()
+        .actor(Gated {
+            gate: gate.clone(),
+            handled: handled.clone(),
+        })
+        .build()
+        .await
+        .unwrap();
+    let relay = Relay::new(store.clone(), &app).start().await.unwrap();
+    // Published and queued, not handled: the checkpoint stays.
+    assert!(!relay.wait_for(1, Duration::from_millis(300)).await);
+    assert_eq!(store.load_checkpoint("relay").await.unwrap(), None);
+    gate.add_permits(1_000);
+    assert!(
+        relay.wait_for(head, WAIT).await,
+        "stuck at {}",
+        relay.position()
+    );
+    relay.stop().await;
+    app.shutdown().await.unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), 2);
+    // The odd ones are in the dead letters: done as far as the relay is concerned.
+    assert_eq!(app.dead_letters().len(), 2);
+}
+
 // --- projections --------------------------------------------------------------------------------
 
 /// Keeps every `n` it applied, in order (in memory: at-least-once); fails once at `fail_at`.
@@ -391,6 +442,7 @@ async fn the_outbox_relays_only_what_committed(h: Harness) {
 }
 
 stores::per_backend!(
+    the_relay_checkpoints_only_what_subscribers_are_done_with,
     the_outbox_relays_only_what_committed,
     a_transaction_commits_all_or_nothing,
     the_relay_publishes_every_stored_event_once_in_order_and_resumes,

@@ -288,6 +288,7 @@ pub(crate) async fn run<A: Actor>(
             (Err(error), true) => Some(error.message().to_owned()),
             _ => None,
         };
+        let succeeded = outcome.is_ok();
         if outcome.is_err() || ctx.needs_settling() {
             ctx.settle(outcome).await;
         } else {
@@ -296,6 +297,10 @@ pub(crate) async fn run<A: Actor>(
         if std::mem::take(&mut ctx.just_parked) {
             inbox.core.park_done();
         } else {
+            if succeeded {
+                // A failure is done when it is dead-lettered, not while a retry is to come.
+                ctx.shared.routes.completions.done(ctx.meta.id);
+            }
             inbox.core.finish();
         }
         if let Some(error) = panic_text {

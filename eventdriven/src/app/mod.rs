@@ -78,12 +78,15 @@ impl Shared {
     /// Records a dead letter, and publishes [`DeadLetterThresholdExceeded`] when its actor's
     /// count just passed the threshold.
     pub(crate) async fn dead_letter(&self, mut letter: NewDeadLetter) {
+        let id = letter.meta.id;
         if let Some(durable) = &self.durable {
             letter.stored = self.store_dead_letter(&durable.store, &letter).await;
         }
         if let Some(crossed) = self.dead_letters.push(letter) {
             self.threshold_crossed(crossed);
         }
+        // Dead-lettered is done, for whoever waits for the event to be dealt with.
+        self.routes.completions.done(id);
     }
 
     /// Writes a dead letter to the store: with its payload when its type has a codec, else
@@ -714,13 +717,17 @@ impl App {
     /// Publishes an event read from a store, decoded into the type subscribed under its name,
     /// with the metadata it was stored with (so an idempotent subscriber recognises it).
     /// `None` if no actor of this app subscribes to that name; an error if it does not decode
-    /// or the app does not take it.
+    /// or the app does not take it. Once delivered, the receiver completes when every
+    /// subscriber is done with it (handled or dead-lettered).
     pub(crate) async fn publish_stored(
         &self,
         stored: crate::store::StoredEvent,
-    ) -> Option<std::result::Result<(), String>> {
+    ) -> Option<std::result::Result<tokio::sync::oneshot::Receiver<()>, String>> {
         let shared = self.shared();
         let codec = shared.codecs.get(&stored.name)?;
+        if let Err(e) = self.accept_name(codec.name) {
+            return Some(Err(e.to_string()));
+        }
         let data = crate::store::EventData {
             name: stored.name,
             schema_version: stored.schema_version,
@@ -731,9 +738,6 @@ impl App {
             Ok(publishing) => publishing,
             Err(e) => return Some(Err(e.to_string())),
         };
-        if let Err(e) = self.accept_name(codec.name) {
-            return Some(Err(e.to_string()));
-        }
         Some(publishing.await.map_err(|e| e.to_string()))
     }
 

@@ -73,6 +73,8 @@ struct Single {
 pub(crate) struct RouteTable {
     /// Where a message goes that could not be delivered after it was accepted.
     pub(crate) dead_letters: Arc<DeadLetters>,
+    /// Events whose handling someone (the relay) waits for.
+    pub(crate) completions: crate::delivery::completion::Completions,
     commands: TypeMap<Single>,
     queries: TypeMap<Single>,
     /// `Subscribers<E>` per event type.
@@ -179,6 +181,11 @@ impl RouteTable {
     }
 
     #[inline]
+    /// How many deliveries a publish of `E` makes (a pool counts once).
+    pub(crate) fn subscriber_count<E: Event>(&self) -> usize {
+        self.subscribers::<E>().len()
+    }
+
     pub(crate) fn subscribers<E: Event>(&self) -> &[Recipient<Delivery<E>>] {
         self.events
             .get(&TypeId::of::<E>())
@@ -316,7 +323,7 @@ impl RouteTable {
             }
             held.add(index);
         }
-        held.commit(env, &self.dead_letters);
+        held.commit(env, &self.dead_letters, &self.completions);
         Ok(())
     }
 
@@ -354,7 +361,7 @@ impl RouteTable {
             }
             held.add(index);
         }
-        held.commit(env, &self.dead_letters);
+        held.commit(env, &self.dead_letters, &self.completions);
         Ok(())
     }
 }
@@ -521,7 +528,12 @@ impl<'a, E: Event> Reservation<'a, E> {
     }
 
     /// Delivers the event to every subscriber; room is reserved in all of them.
-    fn commit(mut self, env: Envelope<E>, dead_letters: &DeadLetters) {
+    fn commit(
+        mut self,
+        env: Envelope<E>,
+        dead_letters: &DeadLetters,
+        completions: &crate::delivery::completion::Completions,
+    ) {
         debug_assert_eq!(self.picks.len, self.subs.len());
         let picks = std::mem::replace(&mut self.picks, Picks::new());
         let shared = Arc::new(env);
@@ -541,6 +553,7 @@ impl<'a, E: Event> Reservation<'a, E> {
                     message_name = E::NAME,
                     "subscriber stopped during publish; dead-lettered"
                 );
+                completions.done(event.meta.id);
                 dead_letters.push(NewDeadLetter {
                     actor: core.actor,
                     message: E::NAME,

@@ -53,9 +53,11 @@ pub struct Codec {
 /// Decodes a stored event and starts publishing it.
 type PublishFn = fn(&Arc<Shared>, &EventData) -> StoreResult<Publishing>;
 
-/// A publish of a decoded stored event, under way.
-pub(crate) type Publishing =
-    std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<()>> + Send>>;
+/// A publish of a decoded stored event, under way; once delivered, what completes when every
+/// subscriber is done with it.
+pub(crate) type Publishing = std::pin::Pin<
+    Box<dyn std::future::Future<Output = crate::Result<tokio::sync::oneshot::Receiver<()>>> + Send>,
+>;
 
 /// Encodes the `Envelope<M>` behind `value`.
 fn encode<M: Message + Serialize>(value: &dyn Any) -> StoreResult<EventData> {
@@ -88,11 +90,24 @@ impl Codec {
             publish: Some(|shared, data| {
                 let env = decode::<E>(data)?;
                 let shared = shared.clone();
+                // Tracked before it is published, so no subscriber can be done unseen.
+                let done = shared
+                    .routes
+                    .completions
+                    .track(env.meta.id, shared.routes.subscriber_count::<E>());
                 Ok(Box::pin(async move {
-                    shared
+                    let id = env.meta.id;
+                    match shared
                         .routes
                         .publish(env, crate::app::routing::Sender::OUTSIDE)
                         .await
+                    {
+                        Ok(()) => Ok(done),
+                        Err(e) => {
+                            shared.routes.completions.forget(id);
+                            Err(e)
+                        }
+                    }
                 }))
             }),
         }

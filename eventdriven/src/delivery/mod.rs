@@ -1,6 +1,7 @@
 //! Delivery machinery: retry policies with backoff, the dead-letter queue, idempotent
 //! consumers and scheduled messages.
 
+pub(crate) mod completion;
 mod dead_letter;
 pub(crate) mod durable;
 pub(crate) mod idempotency;

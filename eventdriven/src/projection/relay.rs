@@ -212,6 +212,10 @@ async fn run(
             }
             continue;
         }
+        // Published in order; the checkpoint moves only past events every subscriber is done
+        // with (handled or dead-lettered), so a crash never loses one still in a mailbox.
+        let mut delivered = position;
+        let mut pending = Vec::new();
         for mut stored in page {
             let at = stored.position;
             let published = match relay.upcasters.upcast(&mut stored) {
@@ -219,11 +223,14 @@ async fn run(
                 Err(e) => Some(Err(e.to_string())),
             };
             match published {
-                Some(Ok(())) => position = at,
+                Some(Ok(done)) => {
+                    pending.push(done);
+                    delivered = at;
+                }
                 // No actor of this app subscribes to its type: nothing to deliver.
                 None => {
                     skipped.fetch_add(1, Ordering::Relaxed);
-                    position = at;
+                    delivered = at;
                 }
                 Some(Err(error)) => {
                     // Not past this event: it is published again, nothing is skipped.
@@ -231,6 +238,16 @@ async fn run(
                     break;
                 }
             }
+        }
+        let mut all_done = true;
+        for done in pending {
+            if !until_done(&relay, &mut stop, done).await {
+                all_done = false;
+                break;
+            }
+        }
+        if all_done {
+            position = delivered;
         }
         let saved = *status.borrow();
         if position > saved {
@@ -247,6 +264,25 @@ async fn run(
         }
         wait(&mut stop, pause).await;
         pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Waits until a relayed event's subscribers are all done with it; `false` if asked to stop
+/// first (or the app went away), in which case the checkpoint stays where it was.
+async fn until_done(
+    relay: &Relay,
+    stop: &mut watch::Receiver<bool>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> bool {
+    loop {
+        tokio::select! {
+            finished = &mut done => return finished.is_ok(),
+            () = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!(
+                relay = relay.name,
+                "a relayed event is not handled after 30 s; the checkpoint waits for it"
+            ),
+            _ = stop.changed() => return false,
+        }
     }
 }
 
