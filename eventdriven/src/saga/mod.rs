@@ -55,6 +55,7 @@
 //! # }
 //! ```
 
+mod process;
 mod runner;
 
 use std::fmt;
@@ -63,6 +64,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use process::{
+    ProcessContext, ProcessError, ProcessHandle, ProcessManager, ProcessManagers, Transition,
+};
 pub use runner::{SagaError, SagaHandle, SagaInfo, SagaNeedsAttention, SagaRef, Sagas};
 
 pub use crate::store::SagaRecord;

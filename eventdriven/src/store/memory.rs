@@ -15,6 +15,7 @@ pub(crate) struct Staged {
     pub(crate) appends: Vec<(String, ExpectedVersion, Vec<EventData>)>,
     pub(crate) checkpoints: Vec<(String, u64)>,
     pub(crate) processed: Vec<(String, MessageId)>,
+    pub(crate) sagas: Vec<SagaRecord>,
 }
 
 #[derive(Default)]
@@ -164,6 +165,11 @@ impl MemoryStore {
         }
         for (stream, _, events) in staged.appends {
             state.push(&stream, events);
+        }
+        for record in staged.sagas {
+            state
+                .sagas
+                .insert((record.saga.clone(), record.id.clone()), record);
         }
         for (name, position) in staged.checkpoints {
             state.checkpoints.insert(name, position);

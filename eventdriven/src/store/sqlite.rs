@@ -422,33 +422,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn save_saga(&self, record: &SagaRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO eventdriven_sagas \
-             (saga, id, status, step, data, error, started_at, updated_at, deadline) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (saga, id) DO UPDATE SET status = excluded.status, \
-             step = excluded.step, data = excluded.data, error = excluded.error, \
-             started_at = excluded.started_at, updated_at = excluded.updated_at, \
-             deadline = excluded.deadline",
-        )
-        .bind(&record.saga)
-        .bind(&record.id)
-        .bind(&record.status)
-        .bind(i64::from(record.step))
-        .bind(json_to_text(&record.saga, &record.data)?)
-        .bind(&record.error)
-        .bind(to_i64(record.started_at.as_unix_nanos(), "saga start")?)
-        .bind(to_i64(record.updated_at.as_unix_nanos(), "saga update")?)
-        .bind(
-            record
-                .deadline
-                .map(|d| to_i64(d.as_unix_nanos(), "saga deadline"))
-                .transpose()?,
-        )
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        save_saga_on(&self.writer, record).await
     }
 
     pub(crate) async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
@@ -586,6 +560,40 @@ pub(crate) async fn record_processed_on<'c, E: sqlx::Executor<'c, Database = sql
     .await
     .map_err(db)?;
     Ok(done.rows_affected() == 1)
+}
+
+/// `save_saga` on any executor: the pool, or a transaction's connection.
+pub(crate) async fn save_saga_on<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+    exec: E,
+    record: &SagaRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO eventdriven_sagas \
+         (saga, id, status, step, data, error, started_at, updated_at, deadline) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (saga, id) DO UPDATE SET status = excluded.status, \
+         step = excluded.step, data = excluded.data, error = excluded.error, \
+         started_at = excluded.started_at, updated_at = excluded.updated_at, \
+         deadline = excluded.deadline",
+    )
+    .bind(&record.saga)
+    .bind(&record.id)
+    .bind(&record.status)
+    .bind(i64::from(record.step))
+    .bind(json_to_text(&record.saga, &record.data)?)
+    .bind(&record.error)
+    .bind(to_i64(record.started_at.as_unix_nanos(), "saga start")?)
+    .bind(to_i64(record.updated_at.as_unix_nanos(), "saga update")?)
+    .bind(
+        record
+            .deadline
+            .map(|d| to_i64(d.as_unix_nanos(), "saga deadline"))
+            .transpose()?,
+    )
+    .execute(exec)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 fn conflict(stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {

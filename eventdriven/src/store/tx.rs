@@ -192,6 +192,21 @@ impl StoreTx {
         }
     }
 
+    /// Stores a saga instance as part of the transaction (a process manager's state with the
+    /// checkpoint of the event that changed it).
+    pub async fn save_saga(&mut self, record: &super::SagaRecord) -> StoreResult<()> {
+        match &mut self.inner {
+            Inner::Memory(staged) => {
+                staged.sagas.push(record.clone());
+                Ok(())
+            }
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite(tx) => super::sqlite::save_saga_on(&mut **tx, record).await,
+            #[cfg(feature = "postgres")]
+            Inner::Postgres(tx) => super::postgres::save_saga_on(&mut **tx, record).await,
+        }
+    }
+
     /// How far the reader `name` got, as this transaction sees it.
     pub async fn load_checkpoint(&mut self, name: &str) -> StoreResult<Option<u64>> {
         match &mut self.inner {
