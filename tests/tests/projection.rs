@@ -559,6 +559,29 @@ async fn a_read_model_written_through_the_transaction_counts_exactly(h: Harness)
     assert!(handle.wait_for(head, WAIT).await);
     handle.stop().await;
     assert_eq!(totals(&store).await, (100, (0..100).sum::<i64>()));
+
+    // Two copies of the projection at once (two processes, or a restart overlapping the old
+    // one): each event is still applied once.
+    let head = append_items(&store, 100, 300, 3).await;
+    let copies = [
+        Projector::new(store.clone())
+            .batch(7)
+            .start(Totals::default())
+            .await
+            .unwrap(),
+        Projector::new(h.open().await)
+            .batch(5)
+            .start(Totals::default())
+            .await
+            .unwrap(),
+    ];
+    for copy in &copies {
+        assert!(copy.wait_for(head, WAIT).await, "{:?}", copy.status());
+    }
+    for copy in &copies {
+        copy.stop().await;
+    }
+    assert_eq!(totals(&store).await, (300, (0..300).sum::<i64>()));
 }
 
 /// The read model needs SQL: SQLite and PostgreSQL only.

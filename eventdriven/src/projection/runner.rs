@@ -357,7 +357,7 @@ async fn run<P: Projection>(
             }
             continue;
         };
-        match apply_batch(&projector, &mut projection, &name, page).await {
+        match apply_batch(&projector, &mut projection, &name, position, page).await {
             Ok(applied) => {
                 position = last;
                 pause = Duration::from_millis(100);
@@ -371,6 +371,18 @@ async fn run<P: Projection>(
                         _ => ProjectionState::CatchingUp,
                     };
                 });
+            }
+            Err((_, error)) if error.0 == MOVED => {
+                // Start again after what the other copy applied.
+                tracing::warn!(
+                    projection = name,
+                    "{error}; continuing from the stored checkpoint"
+                );
+                if let Ok(Some(stored)) = store.load_checkpoint(&name).await {
+                    position = stored;
+                    status.send_modify(|s| s.position = stored);
+                }
+                tokio::time::sleep(pause).await;
             }
             Err((at, error)) => {
                 tracing::error!(projection = name, position = at, %error, "projection failed; trying the same events again");
@@ -393,10 +405,14 @@ async fn run<P: Projection>(
 
 /// Applies a page of events and moves the checkpoint, in one transaction. On error, the
 /// position of the event that failed.
+/// The error of a batch whose checkpoint another copy of the projection moved.
+const MOVED: &str = "the checkpoint moved: another copy of this projection runs";
+
 async fn apply_batch<P: Projection>(
     projector: &Projector,
     projection: &mut P,
     name: &str,
+    from: u64,
     page: Vec<StoredEvent>,
 ) -> Result<u64, (u64, ProjectionError)> {
     let first = page.first().map_or(0, |e| e.position);
@@ -406,6 +422,18 @@ async fn apply_batch<P: Projection>(
         .begin()
         .await
         .map_err(|e| (first, e.into()))?;
+    // Another copy of this projection may have applied these events already.
+    match tx.claim_checkpoint(name, from).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = tx.rollback().await;
+            return Err((first, ProjectionError::new(MOVED)));
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            return Err((first, e.into()));
+        }
+    }
     let mut applied = 0;
     for mut stored in page {
         let at = stored.position;

@@ -16,6 +16,8 @@ pub(crate) struct Staged {
     pub(crate) checkpoints: Vec<(String, u64)>,
     pub(crate) processed: Vec<(String, MessageId)>,
     pub(crate) sagas: Vec<SagaRecord>,
+    /// Checkpoints that must still be where the transaction found them at commit.
+    pub(crate) claims: Vec<(String, u64)>,
 }
 
 #[derive(Default)]
@@ -148,6 +150,14 @@ impl MemoryStore {
     /// the transaction staged its append.
     pub(crate) fn apply_staged(&self, staged: Staged) -> StoreResult<()> {
         let mut state = self.state();
+        for (name, expected) in &staged.claims {
+            let actual = state.checkpoints.get(name).copied().unwrap_or(0);
+            if actual != *expected {
+                return Err(super::StoreError::Corrupt(format!(
+                    "checkpoint `{name}` moved from {expected} to {actual} during the transaction: another reader of that name runs"
+                )));
+            }
+        }
         let mut versions: HashMap<&str, u64> = HashMap::new();
         for (stream, expected, events) in &staged.appends {
             let actual = *versions

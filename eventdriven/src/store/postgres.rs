@@ -697,6 +697,32 @@ pub(crate) async fn save_saga_on<'c, E: sqlx::Executor<'c, Database = sqlx::Post
     Ok(())
 }
 
+/// Takes the checkpoint `name` for this transaction (locking its row where the database
+/// can) and tells whether it still is at `expected` (a missing one counts as 0).
+pub(crate) async fn claim_checkpoint_on(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    expected: u64,
+) -> StoreResult<bool> {
+    // The row exists before it is locked, so two claimers of a new checkpoint meet on it.
+    sqlx::query(
+        "INSERT INTO eventdriven_checkpoints (name, position) VALUES ($1, 0) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    let position: i64 = sqlx::query_scalar(
+        "SELECT position FROM eventdriven_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(to_u64(position, "checkpoint position")? == expected)
+}
+
 fn conflict(stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
     ConcurrencyConflict {
         stream: stream.to_owned(),

@@ -207,6 +207,26 @@ impl StoreTx {
         }
     }
 
+    /// Claims the checkpoint `name` for this transaction: `true` if it is still at `expected`
+    /// (a missing one counts as 0). On PostgreSQL the row stays locked until the transaction
+    /// ends, so a second reader of the same name waits and then sees the checkpoint moved; on
+    /// SQLite writers are serialised anyway; the memory store checks again at commit. A
+    /// reader that gets `false` rolls back and starts again from the stored checkpoint: two
+    /// copies of one projection never both apply an event.
+    pub async fn claim_checkpoint(&mut self, name: &str, expected: u64) -> StoreResult<bool> {
+        match &mut self.inner {
+            Inner::Memory(staged) => {
+                let actual = self.store.load_checkpoint(name).await?.unwrap_or(0);
+                staged.claims.push((name.to_owned(), expected));
+                Ok(actual == expected)
+            }
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite(tx) => super::sqlite::claim_checkpoint_on(tx, name, expected).await,
+            #[cfg(feature = "postgres")]
+            Inner::Postgres(tx) => super::postgres::claim_checkpoint_on(tx, name, expected).await,
+        }
+    }
+
     /// How far the reader `name` got, as this transaction sees it.
     pub async fn load_checkpoint(&mut self, name: &str) -> StoreResult<Option<u64>> {
         match &mut self.inner {
