@@ -186,3 +186,115 @@ fn bank_account_on_postgres() {
         assert_bank_account(&out, "postgres (chosen by --store or EVENTDRIVEN_STORE)");
     }
 }
+
+/// The lines `product_catalog` prints on every store: the commands, the read models' answers
+/// and the rebuild's outcome. (Positions are checked on SQLite only: on a shared PostgreSQL
+/// database other runs' events sit in the same store.)
+fn assert_product_catalog(out: &str, store: &str) {
+    assert_lines(
+        out,
+        &[
+            &format!("== 1. store: {store}"),
+            "create KB-100 \"Compact Keyboard\" in keyboard at $49.00 -> version 1",
+            "create MN-400 \"UltraWide Monitor Pro\" in monitor at $549.00 -> version 1",
+            "create KB-100 \"Compact Keyboard\" in keyboard at $49.00 -> refused: product KB-100 already exists",
+            "change the price of KB-200 to $119.00 -> version 2",
+            "change the price of MS-200 to $29.00 -> refused: MS-200 already costs $29.00",
+            "change the price of XX-999 to $10.00 -> refused: there is no product XX-999",
+            "change the price of MN-100 to $0.00 -> refused: the price must be more than $0.00",
+            "GetProduct KB-200: \"Mechanical Keyboard Pro\" in keyboard at $119.00, version 2",
+            "GetProduct XX-999: no such product",
+            // Each search: its header, then its page in name order.
+            "text \"pro\" (any case): total 3, page 1 of 1 (10 per page)\n\
+             \x20 MS-300  Gaming Mouse PRO          mouse       $79.00\n\
+             \x20 KB-200  Mechanical Keyboard Pro   keyboard   $119.00\n\
+             \x20 MN-400  UltraWide Monitor Pro     monitor    $499.00\n",
+            "category monitor: total 4, page 1 of 1 (10 per page)\n\
+             \x20 MN-100  24-inch Monitor           monitor    $179.00\n\
+             \x20 MN-200  27-inch 4K Monitor        monitor    $329.00\n\
+             \x20 MN-300  Portable Monitor          monitor    $219.00\n\
+             \x20 MN-400  UltraWide Monitor Pro     monitor    $499.00\n",
+            "price $40.00 to $150.00: total 5, page 1 of 1 (10 per page)\n\
+             \x20 KB-100  Compact Keyboard          keyboard    $49.00\n\
+             \x20 MS-300  Gaming Mouse PRO          mouse       $79.00\n\
+             \x20 KB-200  Mechanical Keyboard Pro   keyboard   $119.00\n\
+             \x20 MS-400  Vertical Mouse            mouse       $45.00\n\
+             \x20 KB-400  Wireless Keyboard         keyboard    $69.00\n",
+            "everything by name: total 12, page 1 of 3 (4 per page)\n\
+             \x20 MN-100  24-inch Monitor           monitor    $179.00\n\
+             \x20 MN-200  27-inch 4K Monitor        monitor    $329.00\n\
+             \x20 MS-100  Basic Mouse               mouse       $12.00\n\
+             \x20 KB-100  Compact Keyboard          keyboard    $49.00\n",
+            "everything by name: total 12, page 2 of 3 (4 per page)\n\
+             \x20 KB-300  Ergonomic Split Keyboard  keyboard   $159.00\n\
+             \x20 MS-300  Gaming Mouse PRO          mouse       $79.00\n\
+             \x20 KB-200  Mechanical Keyboard Pro   keyboard   $119.00\n\
+             \x20 MN-300  Portable Monitor          monitor    $219.00\n",
+            "meanwhile: change the price of MS-400 to $39.00 -> version 2",
+            "text \"pro\" (any case) again: total 3, page 1 of 1 (10 per page)\n\
+             \x20 MS-300  Gaming Mouse PRO          mouse       $79.00\n\
+             \x20 KB-200  Mechanical Keyboard Pro   keyboard   $119.00\n\
+             \x20 MN-400  UltraWide Monitor Pro     monitor    $499.00\n\
+             same answer as before the rebuild\n",
+            "catalog.products Live, position ",
+            "catalog.search   Live, position ",
+            "== done",
+        ],
+    );
+}
+
+#[test]
+fn product_catalog() {
+    // The default store: SQLite in a fresh temp directory, removed at the end.
+    let out = run("product_catalog");
+    assert_product_catalog(&out, "sqlite (a fresh catalog.db in ");
+    // A fresh store: 12 products created, 3 prices changed, then one more during the
+    // rebuild, which replays the first 15 and then applies the 16th.
+    assert_lines(
+        &out,
+        &[
+            "== 3. both projections caught up with the store (position 15)",
+            "reset committed; replaying the events up to position 15",
+            "live again at position 16: 31 events applied since the start",
+            "catalog.products Live, position 16, store head 16",
+            "catalog.search   Live, position 16, store head 16",
+        ],
+    );
+    let dir = out
+        .lines()
+        .find_map(|line| line.strip_prefix("== 1. store: sqlite (a fresh catalog.db in "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no store line in:\n{out}"));
+    let dir = PathBuf::from(dir);
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    assert!(
+        name.starts_with("eventdriven-catalog-"),
+        "{}",
+        dir.display()
+    );
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn product_catalog_on_postgres() {
+    let Some(url) = std::env::var("EVENTDRIVEN_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        if std::env::var("EVENTDRIVEN_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("skipped product_catalog_on_postgres: EVENTDRIVEN_SKIP_POSTGRES=1");
+            return;
+        }
+        panic!(
+            "EVENTDRIVEN_POSTGRES_URL is not set: run the tests through scripts/with-postgres.sh \
+             (or set EVENTDRIVEN_SKIP_POSTGRES=1 to skip the PostgreSQL runs)"
+        );
+    };
+    // Runs twice on the same database: each run fills its own catalog, and the second run's
+    // projections resume from the checkpoints the first left (its rebuild replays both).
+    for _ in 0..2 {
+        let out = run_with("product_catalog", &["--store", &url]);
+        assert_product_catalog(&out, "postgres (chosen by --store or EVENTDRIVEN_STORE)");
+    }
+}
