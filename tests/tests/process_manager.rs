@@ -134,24 +134,22 @@ impl ProcessManager for Fulfilment {
             FulfilmentEvent::Placed(e) => {
                 self.order = e.order;
                 self.stage = "reserving".into();
-                ctx.app()
-                    .send(Reserve {
-                        order: e.order,
-                        key,
-                    })
-                    .await?;
+                ctx.tell(Reserve {
+                    order: e.order,
+                    key,
+                })
+                .await?;
                 ctx.set_timeout(Duration::from_millis(300));
                 Ok(Transition::Continue)
             }
             FulfilmentEvent::Reserved(e) => {
                 self.stage = "charging".into();
                 ctx.clear_timeout();
-                ctx.app()
-                    .send(Charge {
-                        order: e.order,
-                        key,
-                    })
-                    .await?;
+                ctx.tell(Charge {
+                    order: e.order,
+                    key,
+                })
+                .await?;
                 Ok(Transition::Continue)
             }
             FulfilmentEvent::Paid(_) => {
@@ -164,12 +162,11 @@ impl ProcessManager for Fulfilment {
     async fn timeout(&mut self, ctx: &mut ProcessContext<'_>) -> Result<Transition, ProcessError> {
         self.stage = "cancelled".into();
         let key = ctx.idempotency_key();
-        ctx.app()
-            .send(Cancel {
-                order: self.order,
-                key,
-            })
-            .await?;
+        ctx.tell(Cancel {
+            order: self.order,
+            key,
+        })
+        .await?;
         Ok(Transition::Done)
     }
 }
@@ -320,3 +317,68 @@ stores::per_backend!(
     a_timeout_cancels_the_instance,
     a_restart_continues_without_sending_twice,
 );
+
+// --- the fixture: no bus, no store ----------------------------------------------------------------
+
+use eventdriven::testing::ProcessFixture;
+
+#[test]
+fn fixture_placing_an_order_reserves_stock_and_sets_a_timeout() {
+    let outcome = ProcessFixture::<Fulfilment>::given_no_previous_events()
+        .when(FulfilmentEvent::Placed(OrderPlaced { order: 4 }))
+        .then_expect_command_names(&["Reserve"])
+        .then_expect_continue()
+        .then_expect_timeout(true)
+        .then_expect_state(|s| assert_eq!((s.order, s.stage.as_str()), (4, "reserving")));
+    let reserve = outcome.commands()[0]
+        .command
+        .downcast_ref::<Reserve>()
+        .unwrap();
+    assert_eq!(reserve.order, 4);
+    assert!(reserve.key.starts_with("fulfilment/4/"));
+}
+
+#[test]
+fn fixture_reserved_stock_charges_and_clears_the_timeout() {
+    let _ =
+        ProcessFixture::<Fulfilment>::given([FulfilmentEvent::Placed(OrderPlaced { order: 4 })])
+            .when(FulfilmentEvent::Reserved(StockReserved { order: 4 }))
+            .then_expect_command_names(&["Charge"])
+            .then_expect_timeout(false)
+            .then_expect_continue();
+}
+
+#[test]
+fn fixture_the_timeout_cancels_and_ends() {
+    let _ =
+        ProcessFixture::<Fulfilment>::given([FulfilmentEvent::Placed(OrderPlaced { order: 4 })])
+            .when_timeout()
+            .then_expect_command_names(&["Cancel"])
+            .then_expect_done()
+            .then_expect_state(|s| assert_eq!(s.stage, "cancelled"));
+}
+
+#[test]
+fn fixture_events_of_other_orders_and_after_the_end_are_passed_over() {
+    let _ =
+        ProcessFixture::<Fulfilment>::given([FulfilmentEvent::Placed(OrderPlaced { order: 4 })])
+            .when(FulfilmentEvent::Reserved(StockReserved { order: 5 }))
+            .then_expect_ignored();
+    let _ = ProcessFixture::<Fulfilment>::given_no_previous_events()
+        .when(FulfilmentEvent::Paid(PaymentCompleted { order: 4 }))
+        .then_expect_ignored();
+    let _ = ProcessFixture::<Fulfilment>::given([
+        FulfilmentEvent::Placed(OrderPlaced { order: 4 }),
+        FulfilmentEvent::Paid(PaymentCompleted { order: 4 }),
+    ])
+    .when(FulfilmentEvent::Reserved(StockReserved { order: 4 }))
+    .then_expect_ignored();
+}
+
+#[test]
+#[should_panic(expected = "other commands than expected")]
+fn fixture_reports_other_commands() {
+    let _ = ProcessFixture::<Fulfilment>::given_no_previous_events()
+        .when(FulfilmentEvent::Placed(OrderPlaced { order: 4 }))
+        .then_expect_command_names(&["Charge"]);
+}

@@ -65,7 +65,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use process::{
-    ProcessContext, ProcessError, ProcessHandle, ProcessManager, ProcessManagers, Transition,
+    ProcessContext, ProcessError, ProcessHandle, ProcessManager, ProcessManagers,
+    RecordedCommand, Transition,
 };
 pub use runner::{SagaError, SagaHandle, SagaInfo, SagaNeedsAttention, SagaRef, Sagas};
 

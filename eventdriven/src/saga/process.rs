@@ -27,6 +27,30 @@ pub enum Transition {
     Done,
 }
 
+impl<'a> ProcessContext<'a> {
+    /// A context for a test fixture: commands are recorded.
+    pub(crate) fn recording(
+        name: &'static str,
+        id: &'a str,
+        cause: Option<&'a StoredEvent>,
+        timeout: Option<Timestamp>,
+        commands: &'a mut Vec<RecordedCommand>,
+    ) -> Self {
+        Self {
+            dispatch: Dispatch::Record(commands),
+            name,
+            id,
+            cause,
+            timeout,
+        }
+    }
+
+    /// The timeout as the handler left it.
+    pub(crate) fn timeout_at(&self) -> Option<Timestamp> {
+        self.timeout
+    }
+}
+
 /// Why a process manager's handler failed: the event (and everything after it) is handled
 /// again after a pause; never skipped.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +70,31 @@ impl From<crate::Error> for ProcessError {
     }
 }
 
+/// Where the commands of a process manager go: the bus, or a test fixture's record.
+pub(crate) enum Dispatch<'a> {
+    App(&'a App),
+    Record(&'a mut Vec<RecordedCommand>),
+}
+
+/// A command a process manager sent under a test fixture.
+pub struct RecordedCommand {
+    /// The command's name (`Message::NAME`).
+    pub name: &'static str,
+    /// The command, to downcast.
+    pub command: Box<dyn std::any::Any + Send>,
+    /// The command's `Debug` text, when it has one (for failure messages).
+    pub debug: String,
+}
+
+impl fmt::Debug for RecordedCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.debug)
+    }
+}
+
 /// What a process manager's handler gets besides its state and the event.
 pub struct ProcessContext<'a> {
-    app: &'a App,
+    dispatch: Dispatch<'a>,
     name: &'static str,
     id: &'a str,
     cause: Option<&'a StoredEvent>,
@@ -56,9 +102,29 @@ pub struct ProcessContext<'a> {
 }
 
 impl ProcessContext<'_> {
-    /// The app, to send commands and publish events.
-    pub fn app(&self) -> &App {
-        self.app
+    /// The app, for anything besides sending commands (`None` under a test fixture).
+    pub fn app(&self) -> Option<&App> {
+        match &self.dispatch {
+            Dispatch::App(app) => Some(app),
+            Dispatch::Record(_) => None,
+        }
+    }
+
+    /// Sends `command` to its handler without waiting for the reply (the outcome comes back
+    /// as events the process manager reacts to). Waits for room in the handler's mailbox.
+    /// Under a test fixture, records it instead.
+    pub async fn tell<C: crate::Command + fmt::Debug>(&mut self, command: C) -> crate::Result<()> {
+        match &mut self.dispatch {
+            Dispatch::App(app) => app.tell(command).await,
+            Dispatch::Record(commands) => {
+                commands.push(RecordedCommand {
+                    name: C::NAME,
+                    debug: format!("{command:?}"),
+                    command: Box::new(command),
+                });
+                Ok(())
+            }
+        }
     }
 
     /// The instance's correlation value.
@@ -372,7 +438,7 @@ impl<P: ProcessManager> Runner<P> {
             None => return self.checkpoint_only(stored.position).await,
         };
         let mut ctx = ProcessContext {
-            app: &self.managers.app,
+            dispatch: Dispatch::App(&self.managers.app),
             name: P::NAME,
             id: &id,
             cause: Some(&stored),
@@ -478,7 +544,7 @@ impl<P: ProcessManager> Runner<P> {
             let mut state: P = serde_json::from_value(record.data.clone())
                 .map_err(|e| format!("the stored state of `{}` does not decode: {e}", P::NAME))?;
             let mut ctx = ProcessContext {
-                app: &self.managers.app,
+                dispatch: Dispatch::App(&self.managers.app),
                 name: P::NAME,
                 id: &id,
                 cause: None,
