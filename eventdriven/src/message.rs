@@ -261,6 +261,25 @@ impl Timestamp {
         Self::from_system_time(SystemTime::now())
     }
 
+    /// Now, on tokio's clock: the wall-clock time when first asked in this process, moved on by
+    /// the tokio `Instant`s since. It keeps wall time in a normal run, and it follows virtual
+    /// time when a test pauses tokio's clock, so deadlines stored as timestamps (sagas, process
+    /// managers) can be tested with `tokio::time::pause()`.
+    pub fn now_on_tokio_clock() -> Self {
+        static BASE: std::sync::OnceLock<(Timestamp, tokio::time::Instant)> =
+            std::sync::OnceLock::new();
+        let (wall, at) = *BASE.get_or_init(|| (Timestamp::now(), tokio::time::Instant::now()));
+        let now = tokio::time::Instant::now();
+        if now >= at {
+            wall + (now - at)
+        } else {
+            Self::from_unix_nanos(
+                wall.as_unix_nanos()
+                    .saturating_sub((at - now).as_nanos() as u64),
+            )
+        }
+    }
+
     /// From a `SystemTime` (clamped to the epoch + 1 ns .. year 2554).
     pub fn from_system_time(time: SystemTime) -> Self {
         let nanos = time

@@ -40,8 +40,8 @@
 use std::fmt::Debug;
 
 use crate::aggregate::{Aggregate, Events};
-use crate::saga::{ProcessContext, ProcessManager, RecordedCommand, Transition};
 use crate::message::Metadata;
+use crate::saga::{ProcessContext, ProcessManager, RecordedCommand, Transition};
 use crate::store::StoredEvent;
 
 /// Given past events, when a command, then expected events or error. Events given and
@@ -289,9 +289,9 @@ impl<P: ProcessManager> ProcessFixture<P> {
             }
         });
         let event = match (&stored, event) {
-            (Some(stored), Some(_)) => {
-                Some(P::Event::decode(stored).map_err(|e| format!("the event does not decode: {e}"))?)
-            }
+            (Some(stored), Some(_)) => Some(
+                P::Event::decode(stored).map_err(|e| format!("the event does not decode: {e}"))?,
+            ),
             _ => None,
         };
         if self.done {
@@ -319,8 +319,8 @@ impl<P: ProcessManager> ProcessFixture<P> {
         .map_err(|e| e.to_string());
         let timeout = ctx.timeout_at();
         // Through storage and back, as the process managers keep it.
-        let stored_state = serde_json::to_value(&state)
-            .map_err(|e| format!("the state does not encode: {e}"))?;
+        let stored_state =
+            serde_json::to_value(&state).map_err(|e| format!("the state does not encode: {e}"))?;
         self.state = Some(
             serde_json::from_value(stored_state)
                 .map_err(|e| format!("the state does not decode from what it encodes: {e}"))?,
@@ -372,7 +372,11 @@ impl<P: ProcessManager> ProcessOutcome<P> {
     pub fn then_expect_command_names(self, names: &[&str]) -> Self {
         self.assert_ran();
         let sent: Vec<&str> = self.commands.iter().map(|c| c.name).collect();
-        assert_eq!(sent, names, "other commands than expected: {:?}", self.commands);
+        assert_eq!(
+            sent, names,
+            "other commands than expected: {:?}",
+            self.commands
+        );
         self
     }
 
@@ -385,7 +389,11 @@ impl<P: ProcessManager> ProcessOutcome<P> {
     /// Asserts the instance goes on (waits for more events).
     #[track_caller]
     pub fn then_expect_continue(self) -> Self {
-        assert_eq!(self.assert_ran(), Transition::Continue, "the instance ended");
+        assert_eq!(
+            self.assert_ran(),
+            Transition::Continue,
+            "the instance ended"
+        );
         self
     }
 
@@ -401,7 +409,9 @@ impl<P: ProcessManager> ProcessOutcome<P> {
     pub fn then_expect_ignored(self) -> Self {
         match &self.result {
             Ok(None) => self,
-            Ok(Some(t)) => panic!("expected the event to be passed over, but it was handled: {t:?}"),
+            Ok(Some(t)) => {
+                panic!("expected the event to be passed over, but it was handled: {t:?}")
+            }
             Err(e) => panic!("expected the event to be passed over, but the handler failed: {e}"),
         }
     }
@@ -409,7 +419,12 @@ impl<P: ProcessManager> ProcessOutcome<P> {
     /// Asserts a timeout is set (or not).
     #[track_caller]
     pub fn then_expect_timeout(self, set: bool) -> Self {
-        assert_eq!(self.timeout.is_some(), set, "timeout set: {:?}", self.timeout);
+        assert_eq!(
+            self.timeout.is_some(),
+            set,
+            "timeout set: {:?}",
+            self.timeout
+        );
         self
     }
 

@@ -275,6 +275,34 @@ async fn a_timeout_cancels_the_instance(h: Harness) {
     app.shutdown().await.unwrap();
 }
 
+/// The same timeout in virtual time: nothing at 290 ms, the cancel by 310 ms.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_fires_on_time_in_virtual_time() {
+    let store = Store::memory();
+    let (app, log) = warehouse().await;
+    let running = ProcessManagers::new(store.clone(), &app)
+        .start::<Fulfilment>()
+        .await
+        .unwrap();
+    let head = append(&store, OrderPlaced { order: 7 }).await;
+    assert!(running.wait_for(head, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(290)).await;
+    assert_eq!(commands(&log), [("reserve".to_owned(), 7)]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while commands(&log).len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            commands(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(commands(&log)[1], ("cancel".to_owned(), 7));
+    running.stop().await;
+    app.shutdown().await.unwrap();
+}
+
 async fn a_restart_continues_without_sending_twice(h: Harness) {
     let store = h.open().await;
     let (app, log) = warehouse().await;

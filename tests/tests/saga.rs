@@ -301,6 +301,14 @@ async fn a_compensation_is_retried_and_then_needs_attention() {
         1
     );
     app.shutdown().await.unwrap();
+    let letters = app.dead_letters().list();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].actor, "fulfilment");
+    assert!(
+        letters[0].error.contains("instance `o-2`"),
+        "{}",
+        letters[0].error
+    );
     let alerts = alerts.lock().unwrap().clone();
     assert_eq!(alerts.len(), 1);
     assert_eq!(

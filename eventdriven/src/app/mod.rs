@@ -347,6 +347,30 @@ impl App {
         &self.inner.shared
     }
 
+    /// Records a dead letter for something that is not a message in a mailbox (a saga that
+    /// needs attention): listed and counted with the others, durable with a store, never
+    /// retryable by the app.
+    pub(crate) async fn dead_letter_record(
+        &self,
+        actor: &'static str,
+        message: &'static str,
+        error: String,
+    ) {
+        self.shared()
+            .dead_letter(NewDeadLetter {
+                actor,
+                message,
+                meta: crate::message::Metadata::new(),
+                reason: Reason::Failed,
+                error,
+                first_failure: None,
+                payload: None,
+                target: None,
+                stored: false,
+            })
+            .await;
+    }
+
     #[inline]
     fn accept<M: Message>(&self) -> Result<()> {
         self.accept_name(M::NAME)

@@ -14,8 +14,8 @@
 //! - on a step's failure (its error, its step timeout, or the saga's deadline), compensates the
 //!   completed steps in reverse order, each written to the store when done;
 //! - retries a failing compensation by its policy; one that still fails stops the saga as
-//!   [`SagaStatus::NeedsAttention`] with its error, publishes [`SagaNeedsAttention`] and counts
-//!   it: never skipped silently;
+//!   [`SagaStatus::NeedsAttention`] with its error, publishes [`SagaNeedsAttention`], and adds
+//!   a dead letter (actor: the saga's name) to the app's: never skipped silently;
 //! - ends as [`SagaStatus::Completed`], [`SagaStatus::Compensated`] or
 //!   [`SagaStatus::NeedsAttention`], queryable with [`Sagas::get`] and [`Sagas::list`].
 //!
@@ -65,8 +65,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use process::{
-    ProcessContext, ProcessError, ProcessHandle, ProcessManager, ProcessManagers,
-    RecordedCommand, Transition,
+    ProcessContext, ProcessError, ProcessHandle, ProcessManager, ProcessManagers, RecordedCommand,
+    Transition,
 };
 pub use runner::{SagaError, SagaHandle, SagaInfo, SagaNeedsAttention, SagaRef, Sagas};
 

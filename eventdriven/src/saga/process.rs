@@ -156,7 +156,7 @@ impl ProcessContext<'_> {
     /// sets another timeout or clears it first. Stored with the instance: it holds across
     /// restarts.
     pub fn set_timeout(&mut self, after: Duration) {
-        self.timeout = Some(Timestamp::now() + after);
+        self.timeout = Some(Timestamp::now_on_tokio_clock() + after);
     }
 
     /// Cancels the instance's timeout.
@@ -357,7 +357,7 @@ impl<P: ProcessManager> Runner<P> {
                     .first()
                     .map(|(at, _)| {
                         at.as_unix_nanos()
-                            .saturating_sub(Timestamp::now().as_unix_nanos())
+                            .saturating_sub(Timestamp::now_on_tokio_clock().as_unix_nanos())
                     })
                     .map_or(self.managers.poll, |nanos| {
                         Duration::from_nanos(nanos).min(self.managers.poll)
@@ -421,7 +421,7 @@ impl<P: ProcessManager> Runner<P> {
             // Done: later events are passed over.
             Some(_) => return self.checkpoint_only(stored.position).await,
             None if P::starts(&event) => {
-                let now = Timestamp::now();
+                let now = Timestamp::now_on_tokio_clock();
                 let record = SagaRecord {
                     saga: P::NAME.to_owned(),
                     id: id.clone(),
@@ -485,7 +485,7 @@ impl<P: ProcessManager> Runner<P> {
         let before = record.deadline;
         record.data = serde_json::to_value(state).map_err(|e| e.to_string())?;
         record.step += 1;
-        record.updated_at = Timestamp::now();
+        record.updated_at = Timestamp::now_on_tokio_clock();
         record.deadline = match transition {
             Transition::Continue => timeout,
             Transition::Done => None,
@@ -525,7 +525,7 @@ impl<P: ProcessManager> Runner<P> {
 
     /// Calls the timeout handler of every instance whose timeout is due.
     async fn fire_timeouts(&mut self) -> Result<(), String> {
-        let now = Timestamp::now();
+        let now = Timestamp::now_on_tokio_clock();
         while let Some((at, id)) = self.timeouts.first().cloned() {
             if at > now {
                 break;

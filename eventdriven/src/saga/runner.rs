@@ -210,7 +210,7 @@ impl Sagas {
             saga: name.to_owned(),
             error,
         })?;
-        let now = Timestamp::now();
+        let now = Timestamp::now_on_tokio_clock();
         let record = SagaRecord {
             saga: name.to_owned(),
             id: id.to_owned(),
@@ -355,7 +355,7 @@ fn info_of(steps: &[&'static str], record: &SagaRecord) -> SagaInfo {
         status,
         step: at.and_then(|i| steps.get(i)).map(|s| (*s).to_owned()),
         age: Duration::from_nanos(
-            Timestamp::now()
+            Timestamp::now_on_tokio_clock()
                 .as_unix_nanos()
                 .saturating_sub(record.started_at.as_unix_nanos()),
         ),
@@ -407,7 +407,7 @@ async fn drive<D>(
             tracing::error!(saga = saga.name, id = record.id, %error, "saga stopped: the store failed; resume it later");
             return;
         }
-        record.updated_at = Timestamp::now();
+        record.updated_at = Timestamp::now_on_tokio_clock();
         // Written before anything else happens: this is the point a restart resumes from.
         let mut pause = Duration::from_millis(50);
         while let Err(error) = store.save_saga(&record).await {
@@ -460,7 +460,7 @@ where
     let left = deadline.map(|d| {
         Duration::from_nanos(
             d.as_unix_nanos()
-                .saturating_sub(Timestamp::now().as_unix_nanos()),
+                .saturating_sub(Timestamp::now_on_tokio_clock().as_unix_nanos()),
         )
     });
     let limit = match (timeout, left) {
@@ -494,7 +494,7 @@ where
     // A deadline that passed while the process was down fails the step without running it.
     let passed = record
         .deadline
-        .is_some_and(|d| Timestamp::now().as_unix_nanos() >= d.as_unix_nanos());
+        .is_some_and(|d| Timestamp::now_on_tokio_clock().as_unix_nanos() >= d.as_unix_nanos());
     let result = if passed {
         Err("the saga's deadline passed".to_owned())
     } else {
@@ -582,6 +582,11 @@ where
         step: step.name.to_owned(),
         error,
     };
+    // Surfaced three ways: the status, this event, and a dead letter (with the counts).
+    let letter = format!(
+        "saga `{}` instance `{}`: {}",
+        saga.name, record.id, alert.error
+    );
     if let Err(e) = sagas.inner.app.publish(alert).await {
         tracing::error!(
             saga = saga.name,
@@ -589,5 +594,10 @@ where
             "SagaNeedsAttention not published: {e}"
         );
     }
+    sagas
+        .inner
+        .app
+        .dead_letter_record(saga.name, SagaNeedsAttention::NAME, letter)
+        .await;
     Ok(())
 }
