@@ -11,6 +11,7 @@ mod events;
 mod handlers;
 mod message;
 mod respan;
+mod saga;
 mod subscribe_fn;
 
 use proc_macro::TokenStream;
@@ -61,6 +62,14 @@ pub fn handlers(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn subscribe(args: TokenStream, input: TokenStream) -> TokenStream {
     subscribe_fn::expand(args.into(), input.into()).into()
+}
+
+/// Turns an impl block's `#[start]`, `#[on]` and `#[timeout]` methods into an event-driven
+/// saga: `impl eventdriven::saga::ProcessManager` with an enum of the handled event types.
+/// See `eventdriven::saga`.
+#[proc_macro_attribute]
+pub fn saga(args: TokenStream, input: TokenStream) -> TokenStream {
+    saga::expand(args.into(), input.into()).into()
 }
 
 /// Marks a command handler; only meaningful inside a `#[handlers]` impl block.

@@ -64,6 +64,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `#[saga(name = "...")]` on an impl block: its `#[start(correlate = |e| ..)]`,
+/// `#[on(correlate = |e| ..)]` and `#[timeout]` methods become a [`ProcessManager`].
+pub use eventdriven_macros::saga;
 pub use process::{
     ProcessContext, ProcessError, ProcessHandle, ProcessManager, ProcessManagers, RecordedCommand,
     Transition,

@@ -1,0 +1,21 @@
+use eventdriven::prelude::*;
+use eventdriven::saga::{saga, ProcessError, Transition};
+
+#[derive(Event, Clone, Serialize, Deserialize)]
+struct OrderPlaced {
+    order: u64,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Fulfilment;
+
+#[saga]
+impl Fulfilment {
+    #[start(correlate = |e| e.order)]
+    fn placed(&mut self, event: OrderPlaced) -> Result<Transition, ProcessError> {
+        let _ = event;
+        Ok(Transition::Continue)
+    }
+}
+
+fn main() {}
