@@ -340,7 +340,50 @@ async fn a_restart_continues_without_sending_twice(h: Harness) {
     app.shutdown().await.unwrap();
 }
 
+/// Two copies of the process manager at once (two processes): each transition happens once.
+async fn two_copies_apply_each_transition_once(h: Harness) {
+    let store = h.open().await;
+    let (app, _log) = warehouse().await;
+    let copies = [
+        ProcessManagers::new(store.clone(), &app)
+            .start::<Fulfilment>()
+            .await
+            .unwrap(),
+        ProcessManagers::new(h.open().await, &app)
+            .start::<Fulfilment>()
+            .await
+            .unwrap(),
+    ];
+    let mut head = 0;
+    for order in 0..20 {
+        append(&store, OrderPlaced { order }).await;
+        head = append(&store, StockReserved { order }).await;
+    }
+    for copy in &copies {
+        assert!(
+            copy.wait_for(head, WAIT).await,
+            "stuck at {}",
+            copy.position()
+        );
+    }
+    for copy in &copies {
+        copy.stop().await;
+    }
+    for order in 0..20 {
+        let record = store
+            .load_saga("fulfilment", &order.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        // `step` counts the transitions: placed, reserved.
+        assert_eq!(record.step, 2, "order {order}: {record:?}");
+        assert_eq!(record.data["stage"], "charging");
+    }
+    app.shutdown().await.unwrap();
+}
+
 stores::per_backend!(
+    two_copies_apply_each_transition_once,
     instances_follow_their_own_events_in_order,
     a_timeout_cancels_the_instance,
     a_restart_continues_without_sending_twice,

@@ -264,6 +264,7 @@ impl ProcessManagers {
             managers: self.clone(),
             checkpoint,
             position,
+            saved: position,
             timeouts,
             status: status.clone(),
             _p: std::marker::PhantomData,
@@ -322,6 +323,8 @@ struct Runner<P> {
     managers: ProcessManagers,
     checkpoint: String,
     position: u64,
+    /// The checkpoint as this runner last wrote (or read) it.
+    saved: u64,
     timeouts: BTreeSet<(Timestamp, String)>,
     status: Arc<watch::Sender<u64>>,
     _p: std::marker::PhantomData<fn() -> P>,
@@ -460,15 +463,20 @@ impl<P: ProcessManager> Runner<P> {
     }
 
     /// Moves the checkpoint past an event this manager passes over.
-    async fn checkpoint_only(&self, position: u64) -> Result<(), String> {
+    async fn checkpoint_only(&mut self, position: u64) -> Result<(), String> {
         // One write per ignored event would make every event of the store a write; the
         // checkpoint is moved with the next handled event instead, or now and then.
         if position.is_multiple_of(100) {
-            self.managers
-                .store
-                .save_checkpoint(&self.checkpoint, position)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut tx = self.managers.store.begin().await.map_err(|e| e.to_string())?;
+            let written = async {
+                if !tx.claim_checkpoint(&self.checkpoint, self.saved).await? {
+                    return Ok(false);
+                }
+                tx.save_checkpoint(&self.checkpoint, position).await?;
+                Ok::<_, StoreError>(true)
+            }
+            .await;
+            self.finish(tx, written, Some(position)).await?;
         }
         Ok(())
     }
@@ -499,21 +507,20 @@ impl<P: ProcessManager> Runner<P> {
             .begin()
             .await
             .map_err(|e| e.to_string())?;
+        let saved = self.saved;
         let written = async {
+            // Another copy of this process manager may have handled the event already.
+            if position.is_some() && !tx.claim_checkpoint(&self.checkpoint, saved).await? {
+                return Ok(false);
+            }
             tx.save_saga(record).await?;
             if let Some(position) = position {
                 tx.save_checkpoint(&self.checkpoint, position).await?;
             }
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(true)
         }
         .await;
-        match written {
-            Ok(()) => tx.commit().await.map_err(|e| e.to_string())?,
-            Err(e) => {
-                let _ = tx.rollback().await;
-                return Err(e.to_string());
-            }
-        }
+        self.finish(tx, written, position).await?;
         if let Some(at) = before {
             self.timeouts.remove(&(at, record.id.clone()));
         }
@@ -521,6 +528,46 @@ impl<P: ProcessManager> Runner<P> {
             self.timeouts.insert((at, record.id.clone()));
         }
         Ok(())
+    }
+
+    /// Commits or rolls back a write; when another copy moved the checkpoint, rolls back and
+    /// continues from the stored checkpoint (an error, so the event is not counted as done).
+    async fn finish(
+        &mut self,
+        tx: crate::store::StoreTx,
+        written: Result<bool, StoreError>,
+        position: Option<u64>,
+    ) -> Result<(), String> {
+        match written {
+            Ok(true) => {
+                tx.commit().await.map_err(|e| e.to_string())?;
+                if let Some(position) = position {
+                    self.saved = position;
+                }
+                Ok(())
+            }
+            Ok(false) => {
+                let _ = tx.rollback().await;
+                let stored = self
+                    .managers
+                    .store
+                    .load_checkpoint(&self.checkpoint)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or(0);
+                self.saved = stored;
+                self.position = stored;
+                self.status.send_replace(stored);
+                Err(format!(
+                    "the checkpoint moved to {stored}: another copy of `{}` runs; continuing from there",
+                    P::NAME
+                ))
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e.to_string())
+            }
+        }
     }
 
     /// Calls the timeout handler of every instance whose timeout is due.
