@@ -79,6 +79,16 @@ async fn sagas(h: Harness) {
     assert_eq!(store.list_sagas(None, 10).await.unwrap().len(), 3);
     assert_eq!(store.list_sagas(None, 2).await.unwrap().len(), 2);
 
+    // Created only if absent.
+    assert!(!store
+        .create_saga(&saga("fulfilment", "o1", "running", 0))
+        .await
+        .unwrap());
+    assert!(store
+        .create_saga(&saga("fulfilment", "o3", "running", 0))
+        .await
+        .unwrap());
+
     // Durable across reopening.
     let again = h.open().await;
     assert_eq!(

@@ -467,7 +467,12 @@ impl<P: ProcessManager> Runner<P> {
         // One write per ignored event would make every event of the store a write; the
         // checkpoint is moved with the next handled event instead, or now and then.
         if position.is_multiple_of(100) {
-            let mut tx = self.managers.store.begin().await.map_err(|e| e.to_string())?;
+            let mut tx = self
+                .managers
+                .store
+                .begin()
+                .await
+                .map_err(|e| e.to_string())?;
             let written = async {
                 if !tx.claim_checkpoint(&self.checkpoint, self.saved).await? {
                     return Ok(false);

@@ -222,7 +222,13 @@ impl Sagas {
             updated_at: now,
             deadline: saga.saga.deadline.map(|d| now + d),
         };
-        self.inner.store.save_saga(&record).await?;
+        // Created only if absent: two starts of one id (two processes) cannot both win.
+        if !self.inner.store.create_saga(&record).await? {
+            return Err(SagaError::Exists {
+                saga: name.to_owned(),
+                id: id.to_owned(),
+            });
+        }
         Ok(self.spawn(saga.saga.clone(), record))
     }
 

@@ -344,6 +344,16 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(crate) async fn create_saga(&self, record: &SagaRecord) -> StoreResult<bool> {
+        let mut state = self.state();
+        let key = (record.saga.clone(), record.id.clone());
+        if state.sagas.contains_key(&key) {
+            return Ok(false);
+        }
+        state.sagas.insert(key, record.clone());
+        Ok(true)
+    }
+
     pub(crate) async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
         Ok(self
             .state()

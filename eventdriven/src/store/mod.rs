@@ -596,6 +596,11 @@ impl Store {
         dispatch!(self.save_saga(record))
     }
 
+    /// Stores a new saga instance; `false` (storing nothing) if one with its type and id exists.
+    pub async fn create_saga(&self, record: &SagaRecord) -> StoreResult<bool> {
+        dispatch!(self.create_saga(record))
+    }
+
     /// The saga instance `id` of type `saga`, if stored.
     pub async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
         dispatch!(self.load_saga(saga, id))

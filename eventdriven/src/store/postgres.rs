@@ -412,7 +412,11 @@ impl PostgresStore {
     }
 
     pub(crate) async fn save_saga(&self, record: &SagaRecord) -> StoreResult<()> {
-        save_saga_on(&self.pool, record).await
+        save_saga_on(&self.pool, record, true).await.map(drop)
+    }
+
+    pub(crate) async fn create_saga(&self, record: &SagaRecord) -> StoreResult<bool> {
+        save_saga_on(&self.pool, record, false).await
     }
 
     pub(crate) async fn load_saga(&self, saga: &str, id: &str) -> StoreResult<Option<SagaRecord>> {
@@ -667,34 +671,39 @@ pub(crate) async fn record_processed_on<'c, E: sqlx::Executor<'c, Database = sql
 pub(crate) async fn save_saga_on<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
     exec: E,
     record: &SagaRecord,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO eventdriven_sagas \
+    replace: bool,
+) -> StoreResult<bool> {
+    const REPLACE: &str = "INSERT INTO eventdriven_sagas \
          (saga, id, status, step, data, error, started_at, updated_at, deadline) \
          VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) \
          ON CONFLICT (saga, id) DO UPDATE SET status = excluded.status, \
          step = excluded.step, data = excluded.data, error = excluded.error, \
          started_at = excluded.started_at, updated_at = excluded.updated_at, \
-         deadline = excluded.deadline",
-    )
-    .bind(&record.saga)
-    .bind(&record.id)
-    .bind(&record.status)
-    .bind(i64::from(record.step))
-    .bind(json_to_text(&record.saga, &record.data)?)
-    .bind(&record.error)
-    .bind(to_i64(record.started_at.as_unix_nanos(), "saga start")?)
-    .bind(to_i64(record.updated_at.as_unix_nanos(), "saga update")?)
-    .bind(
-        record
-            .deadline
-            .map(|d| to_i64(d.as_unix_nanos(), "saga deadline"))
-            .transpose()?,
-    )
-    .execute(exec)
-    .await
-    .map_err(db)?;
-    Ok(())
+         deadline = excluded.deadline";
+    const CREATE: &str = "INSERT INTO eventdriven_sagas \
+         (saga, id, status, step, data, error, started_at, updated_at, deadline) \
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) \
+         \
+         ON CONFLICT (saga, id) DO NOTHING";
+    let done = sqlx::query(if replace { REPLACE } else { CREATE })
+        .bind(&record.saga)
+        .bind(&record.id)
+        .bind(&record.status)
+        .bind(i64::from(record.step))
+        .bind(json_to_text(&record.saga, &record.data)?)
+        .bind(&record.error)
+        .bind(to_i64(record.started_at.as_unix_nanos(), "saga start")?)
+        .bind(to_i64(record.updated_at.as_unix_nanos(), "saga update")?)
+        .bind(
+            record
+                .deadline
+                .map(|d| to_i64(d.as_unix_nanos(), "saga deadline"))
+                .transpose()?,
+        )
+        .execute(exec)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Takes the checkpoint `name` for this transaction (locking its row where the database

@@ -201,9 +201,13 @@ impl StoreTx {
                 Ok(())
             }
             #[cfg(feature = "sqlite")]
-            Inner::Sqlite(tx) => super::sqlite::save_saga_on(&mut **tx, record).await,
+            Inner::Sqlite(tx) => super::sqlite::save_saga_on(&mut **tx, record, true)
+                .await
+                .map(drop),
             #[cfg(feature = "postgres")]
-            Inner::Postgres(tx) => super::postgres::save_saga_on(&mut **tx, record).await,
+            Inner::Postgres(tx) => super::postgres::save_saga_on(&mut **tx, record, true)
+                .await
+                .map(drop),
         }
     }
 
