@@ -470,3 +470,71 @@ async fn wait_until(
 }
 
 stores::per_backend!(a_crashed_saga_resumes_from_the_store);
+
+// --- a graceful shutdown during a saga ------------------------------------------------------------
+
+#[derive(Command, Debug)]
+#[command(reply = ())]
+struct Slow;
+
+struct Remote;
+
+#[handlers]
+impl Remote {
+    #[handle]
+    async fn slow(&mut self, _: Slow) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn remote_saga() -> Saga<Order> {
+    Saga::<Order>::new("remote")
+        .step(
+            "charge",
+            |mut order: Order, ctx| async move {
+                ctx.app().send(Slow).await?;
+                order.charged = true;
+                Ok(order)
+            },
+            |order, _| async move { Ok(order) },
+        )
+        .step(
+            "ship",
+            |mut order: Order, ctx| async move {
+                ctx.app().send(Slow).await?;
+                order.shipped = true;
+                Ok(order)
+            },
+            |order, _| async move { Ok(order) },
+        )
+}
+
+/// A shutdown while a saga runs is not a failure of its step: the instance stays as stored
+/// (not compensated, not needing attention) and the next process resumes it.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_leaves_the_saga_to_resume() {
+    let store = Store::memory();
+    let app1 = App::builder().actor(Remote).build().await.unwrap();
+    let first = Sagas::new(store.clone(), &app1);
+    let saga = first.register(remote_saga());
+    let run = first.start(&saga, "r-1", Order::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app1.shutdown().await.unwrap();
+    assert!(
+        run.wait(Duration::from_secs(1)).await.is_none(),
+        "not ended"
+    );
+    let stored = first.get("remote", "r-1").await.unwrap().unwrap();
+    assert_eq!(stored.status, SagaStatus::Running);
+    assert_eq!(stored.step.as_deref(), Some("ship"));
+    assert_eq!(stored.last_error, None);
+
+    let app2 = App::builder().actor(Remote).build().await.unwrap();
+    let second = Sagas::new(store, &app2);
+    second.register(remote_saga());
+    let resumed = second.resume().await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    let done = resumed[0].wait(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(done.status, SagaStatus::Completed);
+    app2.shutdown().await.unwrap();
+}

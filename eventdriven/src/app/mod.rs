@@ -347,6 +347,11 @@ impl App {
         &self.inner.shared
     }
 
+    /// Whether `shutdown` began: the app takes no new messages from outside.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        !self.shared().accepting.load(Ordering::SeqCst)
+    }
+
     /// Records a dead letter for something that is not a message in a mailbox (a saga that
     /// needs attention): listed and counted with the others, durable with a store, never
     /// retryable by the app.

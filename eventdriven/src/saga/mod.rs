@@ -9,8 +9,13 @@
 //!   error, deadline) to the store after every step, so a crash loses at most the step in
 //!   flight; [`Sagas::resume`] continues every unfinished instance after a restart, calling the
 //!   step in flight again with the **same idempotency key** ([`StepContext::idempotency_key`]),
-//!   so a step that reached its target before the crash is not done twice by an idempotent
-//!   target (for example a command sent with `App::send_idempotent`);
+//!   so a step that reached its target before the crash is not done twice by a target that
+//!   remembers the key durably (a handler that records it with
+//!   `StoreTx::record_processed`-style bookkeeping in the same transaction as its effect;
+//!   `App::send_idempotent` remembers keys in memory only, so it protects a step within one
+//!   process, not across a restart);
+//! - stops driving an instance when the app shuts down (a step refused because of the shutdown
+//!   is not the step's failure): the instance stays as stored and `resume` continues it;
 //! - on a step's failure (its error, its step timeout, or the saga's deadline), compensates the
 //!   completed steps in reverse order, each written to the store when done;
 //! - retries a failing compensation by its policy; one that still fails stops the saga as
@@ -155,7 +160,7 @@ impl SagaStatus {
 
 impl fmt::Display for SagaStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -321,7 +326,9 @@ where
     }
 
     /// Fails the step added last if it takes longer than `timeout` (overrides
-    /// [`step_timeout`](Self::step_timeout) for that step).
+    /// [`step_timeout`](Self::step_timeout) for that step). Its compensation gets the same
+    /// limit. A step that times out is not compensated itself (only the steps before it): a
+    /// command it sent may still be handled, so its target should expect a cancellation.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         if let Some(step) = self.steps.last_mut() {
             step.timeout = Some(timeout);

@@ -392,6 +392,11 @@ async fn drive<D>(
             return;
         };
         let step = record.step as usize;
+        // The app is shutting down: leave the instance as stored; `resume` continues it.
+        if !state.is_final() && sagas.inner.app.is_shutting_down() {
+            tracing::info!(saga = saga.name, id = record.id, "app shutting down; saga left to resume");
+            return;
+        }
         let outcome = match state {
             SagaStatus::Running if step >= saga.steps.len() => {
                 record.status = SagaStatus::Completed.as_str().to_owned();
@@ -408,9 +413,10 @@ async fn drive<D>(
                 return;
             }
         };
-        if let Err(error) = outcome {
-            // The store failed: the instance stays as last written and resumes later.
-            tracing::error!(saga = saga.name, id = record.id, %error, "saga stopped: the store failed; resume it later");
+        if outcome.is_err() {
+            // A step or compensation failed because the app is shutting down: not its own
+            // failure. The instance stays as last written; `resume` continues it.
+            tracing::info!(saga = saga.name, id = record.id, "app shutting down during a step; saga left to resume");
             return;
         }
         record.updated_at = Timestamp::now_on_tokio_clock();
@@ -486,12 +492,15 @@ where
 
 /// Runs step `index`: on success the data moves on and the next step is due; on failure the
 /// saga starts compensating the steps before it.
+/// A step or compensation stopped because the app is shutting down.
+struct Interrupted;
+
 async fn run_step<D>(
     sagas: &Sagas,
     saga: &Saga<D>,
     record: &mut SagaRecord,
     index: usize,
-) -> Result<(), StoreError>
+) -> Result<(), Interrupted>
 where
     D: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
@@ -520,6 +529,7 @@ where
             record.data = data;
             record.step += 1;
         }
+        Err(_) if sagas.inner.app.is_shutting_down() => return Err(Interrupted),
         Err(error) => {
             tracing::info!(saga = saga.name, id = record.id, step = step.name, %error, "saga step failed; compensating");
             record.error = Some(format!("step `{}` failed: {error}", step.name));
@@ -535,7 +545,7 @@ async fn compensate_step<D>(
     saga: &Saga<D>,
     record: &mut SagaRecord,
     index: usize,
-) -> Result<(), StoreError>
+) -> Result<(), Interrupted>
 where
     D: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
@@ -565,6 +575,7 @@ where
                 record.step -= 1;
                 return Ok(());
             }
+            Err(_) if sagas.inner.app.is_shutting_down() => return Err(Interrupted),
             Err(error) => {
                 tracing::warn!(saga = saga.name, id = record.id, step = step.name, attempt, %error, "compensation failed");
                 last = error;
