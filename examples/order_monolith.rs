@@ -1,18 +1,39 @@
 //! The order flow as one process (a modular monolith), on SQLite in a fresh temp directory.
 //!
-//! `PlaceOrder` (command) -> `OrderPlaced` (event) -> inventory reserves stock -> payments
-//! charge the customer -> shipping dispatches the parcel -> the order is shipped; a notifier
-//! tells the customer, and a read model answers `GetOrder`. The second order's payment is
-//! declined: the order is cancelled and its stock released. The third order is empty and is
-//! refused.
+//! `PlaceOrder` (command) -> the `Order` aggregate records `order.placed` -> the app starts the
+//! order's `order-fulfillment` saga, which sends commands to the other modules, one step at a
+//! time, and undoes the completed steps in reverse when one fails:
 //!
-//! Each order is an event-sourced aggregate: `Order` decides on `Place`, `Ship` and `Cancel`
+//! | step                | command to       | compensation            |
+//! |---------------------|------------------|-------------------------|
+//! | `accept order`      | (none: placed)   | cancel the order        |
+//! | `reserve inventory` | `Inventory`      | release the stock       |
+//! | `charge payment`    | `Payments`       | refund the payment      |
+//! | `create shipment`   | `Shipping`       | cancel the shipment     |
+//! | `confirm order`     | `Orders`         | (none: the last step)   |
+//!
+//! - alice: every step succeeds; the saga is `completed` and her order confirmed.
+//! - bob: his payment is declined; the saga releases his stock (there is nothing to refund)
+//!   and cancels the order: `compensated`.
+//! - dave: his parcel goes through a remote warehouse that answers after a second, but
+//!   `create shipment` may take 300 ms: the step times out, the saga refunds him, releases his
+//!   stock and cancels the order: `compensated`. The warehouse's late answer still arrives
+//!   (a step that timed out did not complete, so it is not compensated): shipping calls off
+//!   parcels of cancelled orders itself, told by `order.cancelled`.
+//! - carol: her order is empty; the aggregate refuses it and no saga starts.
+//!
+//! Each order is an event-sourced aggregate: `Order` decides on `Place`, `Confirm` and `Cancel`
 //! against its state rebuilt from its events, and the `Orders` actor runs them through a
-//! `Repository` with `execute_in`, which appends `order.placed`, `order.shipped` or
-//! `order.cancelled` to the order's stream (`order-1`, ...) and then publishes them on the bus.
-//! The app keeps its dead letters and the notifiers' processed message ids (they are
-//! idempotent) in the same store (`AppBuilder::store`; scheduled events would go there too).
-//! At the end the example prints what the store holds and reloads one order from its events.
+//! `Repository` with `execute_in`, which appends `order.placed`, `order.confirmed` or
+//! `order.cancelled` to the order's stream (`order-1`, ...) and then publishes them on the bus,
+//! where a notifier tells the customer and a read model answers `GetOrder`.
+//!
+//! The saga instances are kept in the same store as the events: the runner writes each
+//! instance after every step, so after a crash `Sagas::resume` continues it from the last step
+//! written, calling the step in flight again with the same idempotency key. The app keeps its
+//! dead letters and the notifiers' processed message ids (they are idempotent) there too
+//! (`AppBuilder::store`). At the end the example lists the saga instances, prints what the
+//! store holds and reloads one order from its events.
 //!
 //! The store is `orders.db` in a fresh directory under the system temp directory, removed when
 //! the example ends (also when it fails). Run it with `cargo run --example order_monolith`.
@@ -25,6 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use eventdriven::aggregate::{stream_name, Committed, Repository, RepositoryError};
 use eventdriven::prelude::*;
+use eventdriven::saga::{Saga, SagaRef, SagaStatus, Sagas, StepContext, StepError, StepResult};
 use eventdriven::store::Store;
 use eventdriven::Timestamp;
 
@@ -34,7 +56,7 @@ use eventdriven::Timestamp;
 struct OrderId(u64);
 
 impl OrderId {
-    /// The aggregate id of the order: its stream is `order-{key}`.
+    /// The aggregate id of the order (its stream is `order-{key}`), and its saga's id.
     fn key(self) -> String {
         self.0.to_string()
     }
@@ -63,27 +85,98 @@ impl fmt::Display for Money {
     }
 }
 
+/// Replies with the order as placed, which the app starts the order's saga with.
 #[derive(Command, Debug)]
-#[command(reply = Result<OrderId, RepositoryError<OrderError>>, name = "order.place")]
+#[command(reply = Result<OrderPlaced, RepositoryError<OrderError>>, name = "order.place")]
 struct PlaceOrder {
     customer: String,
+    address: String,
     items: Vec<Item>,
 }
 
-// The order's own events: the `Order` aggregate records them in its stream.
+// The commands the saga's steps send. Their replies are `Clone` (what `send_idempotent`
+// keeps for a repeated key), so the order's own errors come back as text.
+
+#[derive(Command, Debug)]
+#[command(reply = Result<(), String>, name = "order.confirm")]
+struct ConfirmOrder {
+    order: OrderId,
+    tracking: String,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = Result<(), String>, name = "order.cancel")]
+struct CancelOrder {
+    order: OrderId,
+    reason: String,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = Result<(), OutOfStock>, name = "inventory.reserve")]
+struct ReserveStock {
+    order: OrderId,
+    items: Vec<Item>,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{sku} is out of stock")]
+struct OutOfStock {
+    sku: String,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = (), name = "inventory.release")]
+struct ReleaseStock(OrderId);
+
+/// Replies with the payment's id.
+#[derive(Command, Debug)]
+#[command(reply = Result<String, Declined>, name = "payment.charge")]
+struct ChargePayment {
+    order: OrderId,
+    customer: String,
+    amount: Money,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("insufficient funds: {available} available, {due} due")]
+struct Declined {
+    available: Money,
+    due: Money,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = (), name = "payment.refund")]
+struct RefundPayment(OrderId);
+
+/// Replies with the parcel's tracking number.
+#[derive(Command, Debug)]
+#[command(reply = String, name = "shipping.create")]
+struct CreateShipment {
+    order: OrderId,
+    address: String,
+}
+
+#[derive(Command, Debug)]
+#[command(reply = (), name = "shipping.cancel")]
+struct CancelShipment(OrderId);
+
+// The order's own events: the `Order` aggregate records them in its stream, then they are
+// published. (`Serialize`/`Deserialize` also let a dead letter keep its payload in the store,
+// so it can be retried after a restart.)
 
 #[derive(Event, Clone, Debug, Serialize, Deserialize)]
 #[event(name = "order.placed")]
 struct OrderPlaced {
     order: OrderId,
     customer: String,
+    address: String,
     items: Vec<Item>,
     total: Money,
 }
 
 #[derive(Event, Clone, Debug, Serialize, Deserialize)]
-#[event(name = "order.shipped")]
-struct OrderShipped {
+#[event(name = "order.confirmed")]
+struct OrderConfirmed {
     order: OrderId,
     customer: String,
     tracking: String,
@@ -97,57 +190,19 @@ struct OrderCancelled {
     reason: String,
 }
 
-// The other modules' events: published on the bus only. (`Serialize`/`Deserialize` let a
-// dead letter keep its payload in the store, so it can be retried after a restart.)
-
-#[derive(Event, Clone, Debug, Serialize, Deserialize)]
-#[event(name = "inventory.reserved")]
-struct StockReserved {
-    order: OrderId,
-    customer: String,
-    total: Money,
-}
-
-#[derive(Event, Clone, Debug, Serialize, Deserialize)]
-#[event(name = "inventory.unavailable")]
-struct StockUnavailable {
-    order: OrderId,
-    sku: String,
-}
-
-#[derive(Event, Clone, Debug, Serialize, Deserialize)]
-#[event(name = "payment.completed")]
-struct PaymentCompleted {
-    order: OrderId,
-    amount: Money,
-}
-
-#[derive(Event, Clone, Debug, Serialize, Deserialize)]
-#[event(name = "payment.declined")]
-struct PaymentDeclined {
-    order: OrderId,
-    reason: String,
-}
-
-#[derive(Event, Clone, Debug, Serialize, Deserialize)]
-#[event(name = "shipping.dispatched")]
-struct ParcelDispatched {
-    order: OrderId,
-    tracking: String,
-}
-
 #[derive(Query, Debug)]
 #[query(reply = Option<OrderView>, name = "order.get")]
 struct GetOrder(OrderId);
 
-/// Where an order stands. The aggregate only knows `Placed`, `Shipped` and `Cancelled`; the
-/// read model also shows the steps in between.
+#[derive(Query, Debug)]
+#[query(reply = Option<Parcel>, name = "shipping.parcel")]
+struct GetParcel(OrderId);
+
+/// Where an order stands.
 #[derive(Clone, Debug, PartialEq)]
 enum Status {
     Placed,
-    Reserved,
-    Paid,
-    Shipped { tracking: String },
+    Confirmed { tracking: String },
     Cancelled { reason: String },
 }
 
@@ -165,7 +220,7 @@ struct OrderView {
 #[derive(Events, Clone, Debug)]
 enum OrderEvent {
     Placed(OrderPlaced),
-    Shipped(OrderShipped),
+    Confirmed(OrderConfirmed),
     Cancelled(OrderCancelled),
 }
 
@@ -174,9 +229,10 @@ enum OrderCommand {
     Place {
         order: OrderId,
         customer: String,
+        address: String,
         items: Vec<Item>,
     },
-    Ship {
+    Confirm {
         tracking: String,
     },
     Cancel {
@@ -207,7 +263,7 @@ struct Order {
 }
 
 impl Order {
-    /// Shipping and cancelling need an order that is placed and not yet closed.
+    /// Confirming and cancelling need an order that is placed and not yet closed.
     fn check_open(&self) -> Result<(), OrderError> {
         match &self.status {
             None => Err(OrderError::NotPlaced),
@@ -231,6 +287,7 @@ impl Aggregate for Order {
             OrderCommand::Place {
                 order,
                 customer,
+                address,
                 items,
             } => {
                 if self.status.is_some() {
@@ -247,15 +304,25 @@ impl Aggregate for Order {
                 OrderPlaced {
                     order,
                     customer,
+                    address,
                     items,
                     total,
                 }
                 .into()
             }
-            OrderCommand::Ship { tracking } => {
+            OrderCommand::Confirm { tracking } => {
+                // Confirmed already with this parcel: a saga step called again after a crash.
+                // Nothing more to record.
+                if self.status
+                    == Some(Status::Confirmed {
+                        tracking: tracking.clone(),
+                    })
+                {
+                    return Ok(vec![]);
+                }
                 self.check_open()?;
                 let (order, customer) = (self.id, self.customer.clone());
-                OrderShipped {
+                OrderConfirmed {
                     order,
                     customer,
                     tracking,
@@ -263,6 +330,9 @@ impl Aggregate for Order {
                 .into()
             }
             OrderCommand::Cancel { reason } => {
+                if matches!(self.status, Some(Status::Cancelled { .. })) {
+                    return Ok(vec![]);
+                }
                 self.check_open()?;
                 let (order, customer) = (self.id, self.customer.clone());
                 OrderCancelled {
@@ -284,9 +354,9 @@ impl Aggregate for Order {
                 self.total = e.total;
                 self.status = Some(Status::Placed);
             }
-            OrderEvent::Shipped(e) => {
+            OrderEvent::Confirmed(e) => {
                 let tracking = e.tracking.clone();
-                self.status = Some(Status::Shipped { tracking });
+                self.status = Some(Status::Confirmed { tracking });
             }
             OrderEvent::Cancelled(e) => {
                 let reason = e.reason.clone();
@@ -321,7 +391,7 @@ impl Orders {
         for (version, event) in (first..).zip(&committed.events) {
             let what = match event {
                 OrderEvent::Placed(e) => format!("placed by {} for {}", e.customer, e.total),
-                OrderEvent::Shipped(_) => "shipped".to_owned(),
+                OrderEvent::Confirmed(_) => "confirmed".to_owned(),
                 OrderEvent::Cancelled(_) => "cancelled".to_owned(),
             };
             println!("[orders]        {order} {what} ({stream}, version {version})");
@@ -337,60 +407,46 @@ impl Orders {
         &mut self,
         cmd: PlaceOrder,
         ctx: &mut Context<Self>,
-    ) -> Result<OrderId, RepositoryError<OrderError>> {
+    ) -> Result<OrderPlaced, RepositoryError<OrderError>> {
         // An id is used up only by an order that was stored.
         let order = OrderId(self.next + 1);
-        let (customer, items) = (cmd.customer, cmd.items);
         let place = OrderCommand::Place {
             order,
-            customer,
-            items,
+            customer: cmd.customer,
+            address: cmd.address,
+            items: cmd.items,
         };
-        self.execute(ctx, order, place).await?;
+        let committed = self.execute(ctx, order, place).await?;
         self.next = order.0;
-        Ok(order)
+        let [OrderEvent::Placed(placed)] = &committed.events[..] else {
+            unreachable!("placing an order records `order.placed`");
+        };
+        Ok(placed.clone())
     }
 
-    // An error (the order refuses, or the store fails) sends the event to the dead letters,
-    // which the app keeps in the store.
-    #[subscribe]
-    async fn on_dispatched(
-        &mut self,
-        ev: &ParcelDispatched,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), RepositoryError<OrderError>> {
-        let tracking = ev.tracking.clone();
-        self.execute(ctx, ev.order, OrderCommand::Ship { tracking })
-            .await?;
-        Ok(())
+    #[handle]
+    async fn confirm(&mut self, cmd: ConfirmOrder, ctx: &mut Context<Self>) -> Result<(), String> {
+        let confirm = OrderCommand::Confirm {
+            tracking: cmd.tracking,
+        };
+        match self.execute(ctx, cmd.order, confirm).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
-    #[subscribe]
-    async fn on_declined(
-        &mut self,
-        ev: &PaymentDeclined,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), RepositoryError<OrderError>> {
-        let reason = ev.reason.clone();
-        self.execute(ctx, ev.order, OrderCommand::Cancel { reason })
-            .await?;
-        Ok(())
-    }
-
-    #[subscribe]
-    async fn on_unavailable(
-        &mut self,
-        ev: &StockUnavailable,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), RepositoryError<OrderError>> {
-        let reason = format!("{} out of stock", ev.sku);
-        self.execute(ctx, ev.order, OrderCommand::Cancel { reason })
-            .await?;
-        Ok(())
+    #[handle]
+    async fn cancel(&mut self, cmd: CancelOrder, ctx: &mut Context<Self>) -> Result<(), String> {
+        let cancel = OrderCommand::Cancel { reason: cmd.reason };
+        match self.execute(ctx, cmd.order, cancel).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
-/// Holds stock; reserves it for placed orders and releases it when an order is cancelled.
+/// Holds stock; reserves it for orders and releases it. Both are idempotent per order: a
+/// command repeated for the same order finds it done.
 struct Inventory {
     stock: HashMap<String, u32>,
     reserved: HashMap<OrderId, Vec<Item>>,
@@ -398,122 +454,167 @@ struct Inventory {
 
 #[handlers]
 impl Inventory {
-    #[subscribe]
-    async fn on_placed(
-        &mut self,
-        ev: &OrderPlaced,
-        ctx: &mut Context<Self>,
-    ) -> eventdriven::Result<()> {
-        if let Some(missing) = ev
+    #[handle]
+    fn reserve(&mut self, cmd: ReserveStock) -> Result<(), OutOfStock> {
+        if self.reserved.contains_key(&cmd.order) {
+            return Ok(());
+        }
+        if let Some(missing) = cmd
             .items
             .iter()
             .find(|i| self.stock.get(&i.sku).copied().unwrap_or(0) < i.quantity)
         {
             println!(
                 "[inventory]     {} cannot be reserved: {} is out of stock",
-                ev.order, missing.sku
+                cmd.order, missing.sku
             );
-            return ctx
-                .publish(StockUnavailable {
-                    order: ev.order,
-                    sku: missing.sku.clone(),
-                })
-                .await;
+            let sku = missing.sku.clone();
+            return Err(OutOfStock { sku });
         }
-        for item in &ev.items {
+        for item in &cmd.items {
             *self.stock.get_mut(&item.sku).expect("checked above") -= item.quantity;
         }
-        self.reserved.insert(ev.order, ev.items.clone());
         println!(
             "[inventory]     {} reserved {} item(s)",
-            ev.order,
-            ev.items.len()
+            cmd.order,
+            cmd.items.len()
         );
-        ctx.publish(StockReserved {
-            order: ev.order,
-            customer: ev.customer.clone(),
-            total: ev.total,
-        })
-        .await
+        self.reserved.insert(cmd.order, cmd.items);
+        Ok(())
     }
 
-    #[subscribe]
-    fn on_cancelled(&mut self, ev: &OrderCancelled) {
-        // An order cancelled for want of stock reserved nothing.
-        if let Some(items) = self.reserved.remove(&ev.order) {
+    #[handle]
+    fn release(&mut self, cmd: ReleaseStock) {
+        if let Some(items) = self.reserved.remove(&cmd.0) {
             for item in items {
                 *self.stock.entry(item.sku).or_default() += item.quantity;
             }
-            println!("[inventory]     {} stock released", ev.order);
+            println!("[inventory]     {} stock released", cmd.0);
         }
     }
 }
 
-/// Charges customers' wallets.
+/// Charges customers' wallets, and refunds them: once per order.
 struct Payments {
     wallets: HashMap<String, Money>,
+    /// The payments taken, by order: id, customer, amount.
+    charged: HashMap<OrderId, (String, String, Money)>,
 }
 
 #[handlers]
 impl Payments {
-    #[subscribe]
-    async fn on_reserved(
-        &mut self,
-        ev: &StockReserved,
-        ctx: &mut Context<Self>,
-    ) -> eventdriven::Result<()> {
-        let wallet = self.wallets.entry(ev.customer.clone()).or_default();
-        if *wallet < ev.total {
-            let reason = format!(
-                "insufficient funds: {} available, {} due",
-                *wallet, ev.total
-            );
-            println!("[payments]      {} declined: {reason}", ev.order);
-            return ctx
-                .publish(PaymentDeclined {
-                    order: ev.order,
-                    reason,
-                })
-                .await;
+    #[handle]
+    fn charge(&mut self, cmd: ChargePayment) -> Result<String, Declined> {
+        if let Some((id, ..)) = self.charged.get(&cmd.order) {
+            return Ok(id.clone());
         }
-        wallet.0 -= ev.total.0;
+        let wallet = self.wallets.entry(cmd.customer.clone()).or_default();
+        if *wallet < cmd.amount {
+            let declined = Declined {
+                available: *wallet,
+                due: cmd.amount,
+            };
+            println!("[payments]      {} declined: {declined}", cmd.order);
+            return Err(declined);
+        }
+        wallet.0 -= cmd.amount.0;
+        let id = format!("PAY-{:04}", self.charged.len() + 1);
         println!(
-            "[payments]      {} charged {} to {}",
-            ev.order, ev.total, ev.customer
+            "[payments]      {} charged {} to {} ({id})",
+            cmd.order, cmd.amount, cmd.customer
         );
-        ctx.publish(PaymentCompleted {
-            order: ev.order,
-            amount: ev.total,
-        })
-        .await
+        let charge = (id.clone(), cmd.customer, cmd.amount);
+        self.charged.insert(cmd.order, charge);
+        Ok(id)
+    }
+
+    #[handle]
+    fn refund(&mut self, cmd: RefundPayment) {
+        // The entry stays (its amount zeroed): the order's payment id is not reused.
+        if let Some((id, customer, amount)) = self.charged.get_mut(&cmd.0) {
+            if amount.0 > 0 {
+                self.wallets.entry(customer.clone()).or_default().0 += amount.0;
+                println!(
+                    "[payments]      {} refunded {amount} to {customer} ({id})",
+                    cmd.0
+                );
+                *amount = Money(0);
+            }
+        }
     }
 }
 
-/// Dispatches paid orders.
+/// Where the remote warehouse ships to; it takes a second to answer.
+const REMOTE: &str = "Far Isle";
+
+#[derive(Clone, Debug)]
+struct Parcel {
+    tracking: String,
+    called_off: bool,
+}
+
+/// Dispatches parcels (once per order), and calls them off.
 #[derive(Default)]
 struct Shipping {
-    parcels: u32,
+    parcels: HashMap<OrderId, Parcel>,
+}
+
+impl Shipping {
+    fn call_off(&mut self, order: OrderId, why: &str) {
+        if let Some(parcel) = self.parcels.get_mut(&order) {
+            if !parcel.called_off {
+                parcel.called_off = true;
+                println!(
+                    "[shipping]      {order} parcel {} called off: {why}",
+                    parcel.tracking
+                );
+            }
+        }
+    }
 }
 
 #[handlers]
 impl Shipping {
-    #[subscribe]
-    async fn on_paid(
-        &mut self,
-        ev: &PaymentCompleted,
-        ctx: &mut Context<Self>,
-    ) -> eventdriven::Result<()> {
-        self.parcels += 1;
-        let tracking = format!("TRK-{:04}", self.parcels);
+    #[handle]
+    async fn create(&mut self, cmd: CreateShipment) -> String {
+        if let Some(parcel) = self.parcels.get(&cmd.order) {
+            return parcel.tracking.clone();
+        }
+        if cmd.address == REMOTE {
+            println!(
+                "[shipping]      {} goes to {REMOTE}: asking the remote warehouse",
+                cmd.order
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let tracking = format!("TRK-{:04}", self.parcels.len() + 1);
         println!(
-            "[shipping]      {} ({} paid) dispatched as {tracking}",
-            ev.order, ev.amount
+            "[shipping]      {} dispatched to {} as {tracking}",
+            cmd.order, cmd.address
         );
-        ctx.publish(ParcelDispatched {
-            order: ev.order,
-            tracking,
-        })
-        .await
+        let parcel = Parcel {
+            tracking: tracking.clone(),
+            called_off: false,
+        };
+        self.parcels.insert(cmd.order, parcel);
+        tracking
+    }
+
+    #[handle]
+    fn cancel(&mut self, cmd: CancelShipment) {
+        self.call_off(cmd.0, "the saga undid it");
+    }
+
+    /// A parcel of a cancelled order: the saga cancels only shipments it knows of, and a
+    /// shipment whose step timed out is not one of them, though it may still be made.
+    #[subscribe]
+    fn on_cancelled(&mut self, ev: &OrderCancelled) {
+        self.call_off(ev.order, "the order was cancelled");
+    }
+
+    #[query]
+    fn parcel(&self, q: GetParcel) -> Option<Parcel> {
+        self.parcels.get(&q.0).cloned()
     }
 }
 
@@ -521,7 +622,7 @@ impl Shipping {
 /// delivered twice (say, retried from the dead letters) tells the customer once; the ids
 /// they handled are kept in the store.
 #[subscribe(idempotent)]
-fn notify_shipped(ev: &OrderShipped) {
+fn notify_confirmed(ev: &OrderConfirmed) {
     println!(
         "[notifications] {} told {} it is on its way (tracking {})",
         ev.order, ev.customer, ev.tracking
@@ -536,7 +637,7 @@ fn notify_cancelled(ev: &OrderCancelled) {
     );
 }
 
-/// The read model: one view per order, built from the events.
+/// The read model: one view per order, built from the order's events.
 #[derive(Default)]
 struct OrderViews {
     views: HashMap<OrderId, OrderView>,
@@ -564,19 +665,9 @@ impl OrderViews {
     }
 
     #[subscribe]
-    fn reserved(&mut self, ev: &StockReserved) {
-        self.set(ev.order, Status::Reserved);
-    }
-
-    #[subscribe]
-    fn paid(&mut self, ev: &PaymentCompleted) {
-        self.set(ev.order, Status::Paid);
-    }
-
-    #[subscribe]
-    fn shipped(&mut self, ev: &OrderShipped) {
+    fn confirmed(&mut self, ev: &OrderConfirmed) {
         let tracking = ev.tracking.clone();
-        self.set(ev.order, Status::Shipped { tracking });
+        self.set(ev.order, Status::Confirmed { tracking });
     }
 
     #[subscribe]
@@ -591,26 +682,196 @@ impl OrderViews {
     }
 }
 
+// ---- the saga: fulfilling an order --------------------------------------------------------
+
+const FULFILMENT: &str = "order-fulfillment";
+
+/// The saga's data: what its steps need, and what they did. The runner stores it after every
+/// step; each step gets it as the step before left it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Fulfilment {
+    order: OrderId,
+    customer: String,
+    address: String,
+    items: Vec<Item>,
+    total: Money,
+    /// Set by `charge payment`, cleared by its compensation.
+    payment: Option<String>,
+    /// Set by `create shipment`, cleared by its compensation.
+    tracking: Option<String>,
+}
+
+impl From<OrderPlaced> for Fulfilment {
+    fn from(placed: OrderPlaced) -> Self {
+        Self {
+            order: placed.order,
+            customer: placed.customer,
+            address: placed.address,
+            items: placed.items,
+            total: placed.total,
+            payment: None,
+            tracking: None,
+        }
+    }
+}
+
+/// The steps in order, each with what undoes it. `store` is where the runner keeps the
+/// instances (see `cancel_order`).
+fn fulfilment_saga(store: Store) -> Saga<Fulfilment> {
+    Saga::new(FULFILMENT)
+        // Nothing to do: the order was placed before the saga started. Its compensation runs
+        // last whenever a later step fails (the first one too), and cancels the order.
+        .step(
+            "accept order",
+            |data, _ctx| async move { Ok(data) },
+            move |data, ctx| cancel_order(data, ctx, store.clone()),
+        )
+        .step("reserve inventory", reserve_stock, release_stock)
+        .step("charge payment", charge_payment, refund_payment)
+        .step("create shipment", create_shipment, cancel_shipment)
+        // The remote warehouse takes a second: the step fails after 300 ms instead. (The
+        // timeout holds for the step's compensation too.)
+        .timeout(Duration::from_millis(300))
+        .step_without_compensation("confirm order", confirm_order)
+        // A compensation that fails is tried again (3 tries in all, 100 ms then 200 ms apart);
+        // if it still fails, the saga stops as `needs_attention`.
+        .compensation_retries(3, Duration::from_millis(100))
+}
+
+/// Sends a step's command with the step's idempotency key. When the process crashes in the
+/// middle of a step, `Sagas::resume` calls the step again after the restart, with the same
+/// key: the target must not do its work twice. `send_idempotent` returns the first reply for a
+/// key already sent by this app, and sends the key along (`idempotency-key` header) for a
+/// target that keeps the keys it saw; the handlers here also do nothing twice for one order.
+async fn send<C>(ctx: &StepContext, command: C) -> Result<C::Reply, StepError>
+where
+    C: Command,
+    C::Reply: Clone + Sync,
+{
+    Ok(ctx
+        .app()
+        .send_idempotent(&ctx.idempotency_key(), command)
+        .await?)
+}
+
+async fn reserve_stock(data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    let items = data.items.clone();
+    let reserve = ReserveStock {
+        order: data.order,
+        items,
+    };
+    send(&ctx, reserve).await??;
+    Ok(data)
+}
+
+async fn release_stock(data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    send(&ctx, ReleaseStock(data.order)).await?;
+    Ok(data)
+}
+
+async fn charge_payment(mut data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    let charge = ChargePayment {
+        order: data.order,
+        customer: data.customer.clone(),
+        amount: data.total,
+    };
+    data.payment = Some(send(&ctx, charge).await??);
+    Ok(data)
+}
+
+async fn refund_payment(mut data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    send(&ctx, RefundPayment(data.order)).await?;
+    data.payment = None;
+    Ok(data)
+}
+
+async fn create_shipment(mut data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    let address = data.address.clone();
+    let create = CreateShipment {
+        order: data.order,
+        address,
+    };
+    data.tracking = Some(send(&ctx, create).await?);
+    Ok(data)
+}
+
+async fn cancel_shipment(mut data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    send(&ctx, CancelShipment(data.order)).await?;
+    data.tracking = None;
+    Ok(data)
+}
+
+async fn confirm_order(data: Fulfilment, ctx: StepContext) -> StepResult<Fulfilment> {
+    let tracking = data
+        .tracking
+        .clone()
+        .ok_or_else(|| StepError::new("no parcel to confirm"))?;
+    let confirm = ConfirmOrder {
+        order: data.order,
+        tracking,
+    };
+    send(&ctx, confirm).await?.map_err(StepError::new)?;
+    Ok(data)
+}
+
+/// Cancels the order, giving why the saga failed. A compensation is not told why; the failed
+/// step's error is the instance's last error in the store, so the reason is read from there.
+async fn cancel_order(data: Fulfilment, ctx: StepContext, store: Store) -> StepResult<Fulfilment> {
+    let instance = store.load_saga(FULFILMENT, ctx.saga_id()).await?;
+    let reason = instance
+        .and_then(|saga| saga.error)
+        .unwrap_or_else(|| "fulfilment failed".to_owned());
+    let cancel = CancelOrder {
+        order: data.order,
+        reason,
+    };
+    send(&ctx, cancel).await?.map_err(StepError::new)?;
+    Ok(data)
+}
+
 // ---- the app ------------------------------------------------------------------------------
 
-/// Waits until the read model shows a final status for `order`.
-async fn settled(app: &App, order: OrderId) -> eventdriven::Result<OrderView> {
-    let wait = async {
-        loop {
-            if let Some(view) = app.query(GetOrder(order)).await? {
-                if matches!(
-                    view.status,
-                    Status::Shipped { .. } | Status::Cancelled { .. }
-                ) {
-                    return Ok(view);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+/// Places an order and, if the order is taken, runs its fulfilment saga to the end; shows how
+/// both ended. The order, if placed.
+async fn order(
+    app: &App,
+    sagas: &Sagas,
+    saga: &SagaRef<Fulfilment>,
+    customer: &str,
+    address: &str,
+    items: Vec<Item>,
+) -> anyhow::Result<Option<OrderId>> {
+    let place = PlaceOrder {
+        customer: customer.into(),
+        address: address.into(),
+        items,
+    };
+    let placed = match app.send(place).await? {
+        Ok(placed) => placed,
+        Err(e) => {
+            println!("== refused: {e} (nothing stored, no saga started)\n");
+            return Ok(None);
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), wait)
+    // (Were the process to stop right here, the order would stay placed without its saga: an
+    // app that must not lose one would start the saga from the stored `order.placed` event.)
+    let order = placed.order;
+    let run = sagas.start(saga, &order.key(), placed.into()).await?;
+    let done = run
+        .wait(Duration::from_secs(30))
         .await
-        .unwrap_or_else(|_| panic!("order {order} did not settle within 30 s"))
+        .with_context(|| format!("the saga of order {order} did not end within 30 s"))?;
+    // The order's events were published before the saga's last step returned, so the read
+    // model has them.
+    let view = app
+        .query(GetOrder(order))
+        .await?
+        .with_context(|| format!("no view of order {order}"))?;
+    println!(
+        "== order {} of {}: {:?}, total {}; saga {}\n",
+        view.order, view.customer, view.status, view.total, done.status
+    );
+    Ok(Some(order))
 }
 
 /// A directory removed when dropped (also when the example fails half way).
@@ -623,8 +884,9 @@ impl Drop for TempDir {
 }
 
 /// On one thread the lines come out in the order the messages flow: `execute_in` publishes
-/// the committed events before it returns, so on several threads the inventory could print
-/// its line before the orders line that caused it. (The actors are concurrent tasks either way.)
+/// the committed events before it returns, so on several threads the notifier could print
+/// its line before the orders line that caused it. (The actors and the sagas are concurrent
+/// tasks either way.)
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     // The store: a fresh SQLite file. `temp` is declared first, so it is dropped (and the
@@ -638,7 +900,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::sqlite(&path)
         .await
         .with_context(|| format!("opening {}", path.display()))?;
-    println!("store: {} at {}\n", store.backend_name(), path.display());
+    println!("store: {} at {}", store.backend_name(), path.display());
 
     let widget = |quantity| Item {
         sku: "widget".into(),
@@ -650,7 +912,8 @@ async fn main() -> anyhow::Result<()> {
         quantity,
         unit_price: Money(1999),
     };
-    let wallets = [("alice", 10_000), ("bob", 500)].map(|(who, cents)| (who.into(), Money(cents)));
+    let wallets = [("alice", 10_000), ("bob", 500), ("dave", 5_000)]
+        .map(|(who, cents)| (who.into(), Money(cents)));
 
     let repo = Repository::<Order>::new(store.clone());
     let app = App::builder()
@@ -669,51 +932,63 @@ async fn main() -> anyhow::Result<()> {
         )
         .actor(Payments {
             wallets: HashMap::from(wallets),
+            charged: HashMap::new(),
         })
         .actor(Shipping::default())
         .actor(OrderViews::default())
-        .subscriber(notify_shipped)
+        .subscriber(notify_confirmed)
         .subscriber(notify_cancelled)
         .build()
         .await?;
 
+    // The saga runner keeps its instances in the same store. After a restart, `resume`
+    // continues the instances a crash left unfinished; a fresh store has none.
+    let sagas = Sagas::new(store.clone(), &app);
+    let fulfilment = sagas.register(fulfilment_saga(store.clone()));
+    let resumed = sagas.resume().await?;
+    println!("sagas resumed from the store: {}\n", resumed.len());
+
     println!("== alice orders 4 widgets and a gadget");
-    let first = app
-        .send(PlaceOrder {
-            customer: "alice".into(),
-            items: vec![widget(4), gadget(1)],
-        })
-        .await??;
-    let view = settled(&app, first).await?;
-    println!(
-        "== order {} of {}: {:?}, total {}\n",
-        view.order, view.customer, view.status, view.total
-    );
+    let alice = order(
+        &app,
+        &sagas,
+        &fulfilment,
+        "alice",
+        "Springfield",
+        vec![widget(4), gadget(1)],
+    )
+    .await?;
 
     println!("== bob orders 2 gadgets, but his wallet holds $5.00");
-    let second = app
-        .send(PlaceOrder {
-            customer: "bob".into(),
-            items: vec![gadget(2)],
-        })
-        .await??;
-    let view = settled(&app, second).await?;
-    println!(
-        "== order {} of {}: {:?}\n",
-        view.order, view.customer, view.status
-    );
+    let bob = order(
+        &app,
+        &sagas,
+        &fulfilment,
+        "bob",
+        "Springfield",
+        vec![gadget(2)],
+    )
+    .await?;
+
+    println!("== dave orders 2 widgets and a gadget, to {REMOTE}");
+    let dave = order(
+        &app,
+        &sagas,
+        &fulfilment,
+        "dave",
+        REMOTE,
+        vec![widget(2), gadget(1)],
+    )
+    .await?;
+    // The saga gave up on the shipment, but the remote warehouse still answers. The query
+    // waits behind the late shipment and the `order.cancelled` event in shipping's mailbox.
+    if let Some(dave) = dave {
+        let parcel = app.query(GetParcel(dave)).await?;
+        println!("== a second later, shipping holds for {dave}: {parcel:?}\n");
+    }
 
     println!("== carol sends an empty order");
-    match app
-        .send(PlaceOrder {
-            customer: "carol".into(),
-            items: vec![],
-        })
-        .await?
-    {
-        Ok(order) => println!("== unexpectedly accepted as {order}\n"),
-        Err(e) => println!("== refused: {e} (nothing stored)\n"),
-    }
+    let carol = order(&app, &sagas, &fulfilment, "carol", "Springfield", vec![]).await?;
 
     app.shutdown().await?;
     let stats = app.stats();
@@ -726,12 +1001,38 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("   dead letters: {}\n", stats.dead_letters);
 
+    // The saga instances, as the runner stored them.
+    println!("== the sagas ({FULFILMENT})");
+    for saga in sagas.list(Some(FULFILMENT), 10).await? {
+        // (`step` is where a running or compensating instance is; one that ended has none.)
+        println!(
+            "   {}  {:<11}  step {}  last error: {}",
+            saga.id,
+            saga.status.as_str(),
+            saga.step.as_deref().unwrap_or("-"),
+            saga.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    let counts = sagas.counts(Some(FULFILMENT)).await?;
+    let statuses = [
+        SagaStatus::Running,
+        SagaStatus::Compensating,
+        SagaStatus::Completed,
+        SagaStatus::Compensated,
+        SagaStatus::NeedsAttention,
+    ];
+    let counts: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("{s} {}", counts.get(s).copied().unwrap_or(0)))
+        .collect();
+    println!("   by status: {}\n", counts.join(", "));
+
     // What the store holds: the orders' events, and what the app keeps for delivery.
     println!("== the store");
     let events = store.read_all(0, 1_000).await?;
     let head = store.head().await?;
     println!("   {} events (head at position {head})", events.len());
-    for order in [first, second] {
+    for order in [alice, bob, dave, carol].into_iter().flatten() {
         let stream = stream_name::<Order>(&order.key());
         let version = store.stream_version(&stream).await?;
         let names: Vec<&str> = events
@@ -750,7 +1051,10 @@ async fn main() -> anyhow::Result<()> {
     println!("   processed ids: {}", processed.join(", "));
     let dead_letters = store.dead_letters(1_000).await?.len();
     println!("   dead letters stored: {dead_letters}");
+    let instances = store.list_sagas(None, 1_000).await?.len();
+    println!("   saga instances stored: {instances}");
     // Replay: the order's state rebuilt from nothing but its stored events.
+    let first = alice.context("alice's order was refused")?;
     let loaded = repo.load(&first.key()).await?;
     let (order, replayed, version) = (&loaded.state, loaded.replayed, loaded.version);
     let status = order.status.as_ref().context("order #1 is not stored")?;

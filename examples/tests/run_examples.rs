@@ -70,30 +70,59 @@ fn order_monolith() {
     assert_lines(
         &out,
         &[
-            "[orders]        #1 placed by alice for $29.99 (order-1, version 1)",
-            "[inventory]     #1 reserved 2 item(s)",
-            "[payments]      #1 charged $29.99 to alice",
-            "[shipping]      #1 ($29.99 paid) dispatched as TRK-0001",
-            "[orders]        #1 shipped (order-1, version 2)",
+            "sagas resumed from the store: 0",
+            // alice: every step of her order's saga succeeds.
+            "[orders]        #1 placed by alice for $29.99 (order-1, version 1)\n\
+             [inventory]     #1 reserved 2 item(s)\n\
+             [payments]      #1 charged $29.99 to alice (PAY-0001)\n\
+             [shipping]      #1 dispatched to Springfield as TRK-0001\n\
+             [orders]        #1 confirmed (order-1, version 2)\n",
             "[notifications] #1 told alice it is on its way (tracking TRK-0001)",
-            "== order #1 of alice: Shipped { tracking: \"TRK-0001\" }, total $29.99",
-            "[orders]        #2 placed by bob for $39.98 (order-2, version 1)",
-            "[payments]      #2 declined: insufficient funds: $5.00 available, $39.98 due",
-            "[orders]        #2 cancelled (order-2, version 2)",
-            "[inventory]     #2 stock released",
+            "== order #1 of alice: Confirmed { tracking: \"TRK-0001\" }, total $29.99; saga completed",
+            // bob: his payment is declined; the stock is released and the order cancelled.
+            "[orders]        #2 placed by bob for $39.98 (order-2, version 1)\n\
+             [inventory]     #2 reserved 1 item(s)\n\
+             [payments]      #2 declined: insufficient funds: $5.00 available, $39.98 due\n\
+             [inventory]     #2 stock released\n\
+             [orders]        #2 cancelled (order-2, version 2)\n",
             "[notifications] #2 told bob it was cancelled",
-            "== order #2 of bob: Cancelled { reason: \"insufficient funds: $5.00 available, $39.98 due\" }",
-            "== refused: an order needs at least one item (nothing stored)",
+            "== order #2 of bob: Cancelled { reason: \"step `charge payment` failed: insufficient funds: $5.00 available, $39.98 due\" }, total $39.98; saga compensated",
+            // dave: the shipment times out; he is refunded, the stock released, the order
+            // cancelled; the late parcel is called off.
+            "[orders]        #3 placed by dave for $24.99 (order-3, version 1)\n\
+             [inventory]     #3 reserved 2 item(s)\n\
+             [payments]      #3 charged $24.99 to dave (PAY-0002)\n\
+             [shipping]      #3 goes to Far Isle: asking the remote warehouse\n\
+             [payments]      #3 refunded $24.99 to dave (PAY-0002)\n\
+             [inventory]     #3 stock released\n\
+             [orders]        #3 cancelled (order-3, version 2)\n",
+            "[notifications] #3 told dave it was cancelled",
+            "== order #3 of dave: Cancelled { reason: \"step `create shipment` failed: timed out after 300ms\" }, total $24.99; saga compensated",
+            "[shipping]      #3 dispatched to Far Isle as TRK-0002\n\
+             [shipping]      #3 parcel TRK-0002 called off: the order was cancelled\n",
+            "== a second later, shipping holds for #3: Some(Parcel { tracking: \"TRK-0002\", called_off: true })",
+            // carol: refused by the aggregate before any saga starts.
+            "== refused: an order needs at least one item (nothing stored, no saga started)",
             "   dead letters: 0",
+            // The saga instances, as stored.
+            "== the sagas (order-fulfillment)\n\
+             \x20  1  completed    step -  last error: -\n\
+             \x20  2  compensated  step -  last error: step `charge payment` failed: insufficient funds: $5.00 available, $39.98 due\n\
+             \x20  3  compensated  step -  last error: step `create shipment` failed: timed out after 300ms\n\
+             \x20  by status: running 0, compensating 0, completed 1, compensated 2, needs_attention 0\n",
             // What the SQLite store holds after the run.
-            "   4 events (head at position 4)",
-            "   order-1  version 2: order.placed, order.shipped",
-            "   order-2  version 2: order.placed, order.cancelled",
-            "   processed ids: notify_cancelled 1, notify_shipped 1",
+            "   6 events (head at position 6)\n\
+             \x20  order-1  version 2: order.placed, order.confirmed\n\
+             \x20  order-2  version 2: order.placed, order.cancelled\n\
+             \x20  order-3  version 2: order.placed, order.cancelled\n",
+            "   processed ids: notify_cancelled 2, notify_confirmed 1",
             "   dead letters stored: 0",
-            "   order #1 reloaded from 2 events: alice for $29.99, Shipped { tracking: \"TRK-0001\" } (version 2)",
+            "   saga instances stored: 3",
+            "   order #1 reloaded from 2 events: alice for $29.99, Confirmed { tracking: \"TRK-0001\" } (version 2)",
         ],
     );
+    // Carol's order used up no id, and started no saga.
+    assert!(!out.contains("order-4"), "{out}");
     // The store was a fresh SQLite file in a temp directory, removed at the end.
     let db = out
         .lines()
