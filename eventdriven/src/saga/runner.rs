@@ -394,7 +394,11 @@ async fn drive<D>(
         let step = record.step as usize;
         // The app is shutting down: leave the instance as stored; `resume` continues it.
         if !state.is_final() && sagas.inner.app.is_shutting_down() {
-            tracing::info!(saga = saga.name, id = record.id, "app shutting down; saga left to resume");
+            tracing::info!(
+                saga = saga.name,
+                id = record.id,
+                "app shutting down; saga left to resume"
+            );
             return;
         }
         let outcome = match state {
@@ -416,7 +420,11 @@ async fn drive<D>(
         if outcome.is_err() {
             // A step or compensation failed because the app is shutting down: not its own
             // failure. The instance stays as last written; `resume` continues it.
-            tracing::info!(saga = saga.name, id = record.id, "app shutting down during a step; saga left to resume");
+            tracing::info!(
+                saga = saga.name,
+                id = record.id,
+                "app shutting down during a step; saga left to resume"
+            );
             return;
         }
         record.updated_at = Timestamp::now_on_tokio_clock();
