@@ -45,9 +45,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::message::{Event, Message, Timestamp};
+use crate::worker::Worker;
 use crate::App;
 
 type Outcome = Result<Vec<String>, String>;
@@ -228,13 +228,12 @@ impl Checks {
     /// Runs the checks every `interval` (the first run after one interval) on a task, with
     /// [`run_and_publish`](Self::run_and_publish), until stopped.
     pub fn every(&self, interval: Duration, app: &App) -> RunningChecks {
-        let (stop, mut stopped) = watch::channel(false);
         let (last, _) = watch::channel(None);
         let last = Arc::new(last);
         let checks = self.clone();
         let app = app.clone();
         let reports = last.clone();
-        let task = tokio::spawn(async move {
+        let worker = Worker::spawn("consistency checks", move |mut stopped| async move {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
@@ -244,20 +243,15 @@ impl Checks {
                 reports.send_replace(Some(report));
             }
         });
-        RunningChecks {
-            stop,
-            last,
-            task: Arc::new(Mutex::new(Some(task))),
-        }
+        RunningChecks { last, worker }
     }
 }
 
 /// Checks running on a schedule (see [`Checks::every`]).
 #[derive(Clone, Debug)]
 pub struct RunningChecks {
-    stop: watch::Sender<bool>,
     last: Arc<watch::Sender<Option<Report>>>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    worker: Worker,
 }
 
 impl RunningChecks {
@@ -280,19 +274,6 @@ impl RunningChecks {
 
     /// Stops the schedule and waits for a run in progress to end (at most 10 s).
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::error!("consistency checks did not stop within 10 s");
-            }
-        }
+        self.worker.stop().await;
     }
 }

@@ -12,6 +12,7 @@ pub mod projection;
 pub mod saga;
 pub mod store;
 pub mod testing;
+mod worker;
 
 pub use actor::ReplyFuture;
 pub use actor::{Actor, Context, Mailbox};

@@ -19,25 +19,26 @@
 //!
 //! `EVENTDRIVEN_CRASH_SEED=N` replays the kill moments of a run (the seed is printed).
 
+mod kill;
+mod stores;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use eventdriven::prelude::*;
 use eventdriven::saga::{Saga, SagaHandle, SagaStatus, Sagas, StepContext, StepError};
 use eventdriven::store::{SagaRecord, Store, StoreTx};
+use kill::{log_in, seed, with_store, ChildGuard, TempDir, XorShift, EXIT_TIMEOUT};
 
 /// Work rounds, each killed at a random moment.
 const ROUNDS: usize = 20;
 /// A work round is killed after this many milliseconds, chosen at random in the range.
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 100..=600;
 /// How long a killed child may take to be gone.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the draining child may take, all included.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a child waits for an instance (or, draining, for all of them) to end.
@@ -367,146 +368,31 @@ async fn child(url: &str, mode: &str) -> anyhow::Result<()> {
 
 // --- the parent ---------------------------------------------------------------------------------
 
+/// The child: this binary running `child_saga_workload` with the settings of one round.
+fn spawn_child(dir: &Path, url: &str, mode: &str, name: &str, jitter: u64) -> ChildGuard {
+    let jitter = jitter.to_string();
+    ChildGuard::spawn(
+        "child_saga_workload",
+        log_in(dir, name),
+        &[
+            (CHILD_VAR, "1"),
+            (MODE_VAR, mode),
+            (STORE_VAR, url),
+            (JITTER_VAR, jitter.as_str()),
+        ],
+    )
+}
+
+/// How many instances a child said it resumed, if it got that far.
+fn resumed_by(child: &ChildGuard) -> Option<usize> {
+    let output = child.output();
+    let line = output.lines().find(|l| l.contains(": resumed "))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
 /// The crash tests run one after the other: each wants the two cores for its children.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A name no other test (of this or another process) uses.
-fn unique_name(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-/// A temp directory, removed when dropped (also when the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique_name("eventdriven-saga-crash"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("could not remove {}: {e}", self.0.display());
-        }
-    }
-}
-
-/// A child process, killed (and waited for) if it is still running when dropped.
-struct ChildGuard {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ChildGuard {
-    fn spawn(dir: &Path, url: &str, mode: &str, name: &str, jitter: u64) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = Process::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_saga_workload",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_VAR, "1")
-            .env(MODE_VAR, mode)
-            .env(STORE_VAR, url)
-            .env(JITTER_VAR, jitter.to_string())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    /// Waits for the child to exit, at most `timeout`; `None` if it is still running.
-    fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// What the child printed.
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// How many instances the child said it resumed, if it got that far.
-    fn resumed(&self) -> Option<usize> {
-        let output = self.output();
-        let line = output.lines().find(|l| l.contains(": resumed "))?;
-        line.rsplit(' ').next()?.parse().ok()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.wait_for(EXIT_TIMEOUT);
-        }
-    }
-}
-
-/// xorshift64: the kill moments, reproducible from the seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn in_range(&mut self, range: &std::ops::RangeInclusive<u64>) -> u64 {
-        range.start() + self.next() % (range.end() - range.start() + 1)
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var(SEED_VAR) {
-        Ok(seed) => seed
-            .parse()
-            .unwrap_or_else(|_| panic!("{SEED_VAR} is not a number")),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64 | 1),
-    }
-}
-
-/// Opens the store, runs `f` on it, and closes it.
-fn with_store<T>(
-    runtime: &tokio::runtime::Runtime,
-    url: &str,
-    f: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
-) -> T {
-    runtime.block_on(async {
-        let store = Store::open(url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot open the store {url}: {e}"));
-        f(&store).await.unwrap()
-    })
-}
-
-/// The saga crash test on the store at `url`, with its files in `dir`.
 fn saga_crash_test(backend: &str, dir: &Path, url: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let started = Instant::now();
@@ -514,7 +400,7 @@ fn saga_crash_test(backend: &str, dir: &Path, url: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let seed = seed();
+    let seed = seed(SEED_VAR);
     let mut rng = XorShift(seed);
     eprintln!("saga crash test ({backend}): seed {seed} ({SEED_VAR} replays the kill moments)");
 
@@ -528,7 +414,7 @@ fn saga_crash_test(backend: &str, dir: &Path, url: &str) {
     let mut left = 0;
     let mut reported = HashSet::new();
     for round in 1..=ROUNDS {
-        let mut child = ChildGuard::spawn(dir, url, "work", &format!("work-{round}"), rng.next());
+        let mut child = spawn_child(dir, url, "work", &format!("work-{round}"), rng.next());
         let after = rng.in_range(&KILL_AFTER_MS);
         std::thread::sleep(Duration::from_millis(after));
         if let Some(status) = child.child.try_wait().unwrap() {
@@ -542,7 +428,7 @@ fn saga_crash_test(backend: &str, dir: &Path, url: &str) {
             panic!("round {round}: the child did not exit within {EXIT_TIMEOUT:?} of SIGKILL");
         }
         let state = with_store(&runtime, url, async |store| check(store, false).await);
-        let round_resumed = child.resumed();
+        let round_resumed = resumed_by(&child);
         resumed += round_resumed.unwrap_or(0);
         if round_resumed.is_some_and(|n| n != left) {
             failures.push(format!(
@@ -576,7 +462,7 @@ fn saga_crash_test(backend: &str, dir: &Path, url: &str) {
     }
 
     let drain_started = Instant::now();
-    let mut drain = ChildGuard::spawn(dir, url, "drain", "drain", rng.next());
+    let mut drain = spawn_child(dir, url, "drain", "drain", rng.next());
     match drain.wait_for(DRAIN_TIMEOUT) {
         Some(status) if status.success() => {}
         Some(status) => panic!(
@@ -593,7 +479,7 @@ fn saga_crash_test(backend: &str, dir: &Path, url: &str) {
         }
     }
     let drain_time = drain_started.elapsed();
-    let drain_resumed = drain.resumed().unwrap_or(0);
+    let drain_resumed = resumed_by(&drain).unwrap_or(0);
     if drain_resumed != left {
         failures.push(format!(
             "the draining child resumed {drain_resumed} instances, but {left} were unfinished"
@@ -839,7 +725,7 @@ fn check_instance(
 /// every effect done exactly once.
 #[test]
 fn sagas_survive_kill_9_at_random_moments() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("eventdriven-saga-crash");
     let url = format!("sqlite:{}", dir.0.join("sagas.db").display());
     saga_crash_test("sqlite", &dir.0, &url);
 }
@@ -851,7 +737,7 @@ fn sagas_survive_kill_9_at_random_moments_on_postgres() {
     let Some(database) = postgres::Database::create() else {
         return;
     };
-    let dir = TempDir::new();
+    let dir = TempDir::new("eventdriven-saga-crash");
     saga_crash_test("postgres", &dir.0, &database.url);
 }
 
@@ -885,9 +771,9 @@ mod postgres {
                      --all-features`), or set EVENTDRIVEN_SKIP_POSTGRES=1 to skip them"
                 ),
             };
-            let name = super::unique_name("ed_saga_crash");
+            let name = crate::kill::unique_name("ed_saga_crash");
             admin(&admin_url, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("{e}"));
-            let url = with_database(&admin_url, &name);
+            let url = crate::stores::with_database(&admin_url, &name);
             Some(Self {
                 admin_url,
                 name,
@@ -927,19 +813,5 @@ mod postgres {
             pool.close().await;
             done
         })
-    }
-
-    /// `url` naming the database `database` instead of its own.
-    fn with_database(url: &str, database: &str) -> String {
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (url, String::new()),
-        };
-        let authority = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[authority..].find('/') {
-            Some(slash) => &base[..authority + slash],
-            None => base,
-        };
-        format!("{base}/{database}{query}")
     }
 }

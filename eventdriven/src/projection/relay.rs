@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::aggregate::Upcasters;
 use crate::store::Store;
+use crate::worker::{self, Progress, Worker};
 use crate::App;
 
 /// Publishes every stored event on the bus, in position order, at least once. See the
@@ -104,22 +104,16 @@ impl Relay {
     /// Starts relaying from the checkpoint (0 if there is none).
     pub async fn start(self) -> crate::store::StoreResult<RelayHandle> {
         let position = self.store.load_checkpoint(&self.name).await?.unwrap_or(0);
-        let (status, _) = watch::channel(position);
-        let status = Arc::new(status);
-        let (stop, stopped) = watch::channel(false);
+        let progress = Progress::new(position);
         let skipped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(
-            self,
-            position,
-            status.clone(),
-            stopped,
-            skipped.clone(),
-        ));
+        let (at, counted) = (progress.clone(), skipped.clone());
+        let worker = Worker::spawn("relay", move |stopped| {
+            run(self, position, at, stopped, counted)
+        });
         Ok(RelayHandle {
-            position: status,
-            stop,
+            progress,
             skipped,
-            task: Arc::new(Mutex::new(Some(task))),
+            worker,
         })
     }
 }
@@ -127,10 +121,9 @@ impl Relay {
 /// A running relay. Cheap to clone.
 #[derive(Clone)]
 pub struct RelayHandle {
-    position: Arc<watch::Sender<u64>>,
-    stop: watch::Sender<bool>,
+    progress: Progress,
     skipped: Arc<AtomicU64>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    worker: Worker,
 }
 
 impl fmt::Debug for RelayHandle {
@@ -145,7 +138,7 @@ impl fmt::Debug for RelayHandle {
 impl RelayHandle {
     /// The position of the last event published and checkpointed.
     pub fn position(&self) -> u64 {
-        *self.position.borrow()
+        self.progress.get()
     }
 
     /// Events passed over because no actor of this app subscribes to their type.
@@ -156,35 +149,19 @@ impl RelayHandle {
     /// Waits until every event up to `position` was published (at most `timeout`); `false`
     /// if not in time.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
-        let mut seen = self.position.subscribe();
-        tokio::time::timeout(timeout, seen.wait_for(|p| *p >= position))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.wait_for(position, timeout).await
     }
 
     /// Stops after the current batch and waits for the task (at most 10 s).
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::error!("relay did not stop within 10 s");
-            }
-        }
+        self.worker.stop().await;
     }
 }
 
 async fn run(
     relay: Relay,
     mut position: u64,
-    status: Arc<watch::Sender<u64>>,
+    status: Progress,
     mut stop: watch::Receiver<bool>,
     skipped: Arc<AtomicU64>,
 ) {
@@ -199,7 +176,7 @@ async fn run(
             Ok(page) => page,
             Err(error) => {
                 tracing::warn!(relay = relay.name, %error, "cannot read the store; trying again");
-                wait(&mut stop, pause).await;
+                worker::pause(&mut stop, pause).await;
                 pause = (pause * 2).min(Duration::from_secs(10));
                 continue;
             }
@@ -249,11 +226,11 @@ async fn run(
         if all_done {
             position = delivered;
         }
-        let saved = *status.borrow();
+        let saved = status.get();
         if position > saved {
             match store.save_checkpoint(&relay.name, position).await {
                 Ok(()) => {
-                    status.send_replace(position);
+                    status.set(position);
                     pause = Duration::from_millis(50);
                     continue;
                 }
@@ -262,7 +239,7 @@ async fn run(
                 }
             }
         }
-        wait(&mut stop, pause).await;
+        worker::pause(&mut stop, pause).await;
         pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
@@ -283,13 +260,5 @@ async fn until_done(
             ),
             _ = stop.changed() => return false,
         }
-    }
-}
-
-/// Sleeps for `pause` unless asked to stop first.
-async fn wait(stop: &mut watch::Receiver<bool>, pause: Duration) {
-    tokio::select! {
-        () = tokio::time::sleep(pause) => {}
-        _ = stop.changed() => {}
     }
 }

@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::aggregate::{Events, Upcasters};
 use crate::store::{Store, StoreError, StoreTx, StoredEvent};
+use crate::worker::Worker;
 
 /// Why a projection could not apply an event. The projector keeps the event (and everything
 /// after it) and tries again after a pause; it never skips it.
@@ -213,17 +213,15 @@ impl Projector {
         });
         let status = Arc::new(status);
         let (commands, inbox) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(
-            self.clone(),
-            projection,
-            position,
-            status.clone(),
-            inbox,
-        ));
+        let (projector, watched) = (self.clone(), status.clone());
+        // Stopped through `Control::Stop`, in order with the rebuilds.
+        let worker = Worker::spawn("projection", move |_| {
+            run(projector, projection, position, watched, inbox)
+        });
         Ok(ProjectionHandle {
             status,
             commands,
-            task: Arc::new(Mutex::new(Some(task))),
+            worker,
         })
     }
 }
@@ -238,7 +236,7 @@ enum Control {
 pub struct ProjectionHandle {
     status: Arc<watch::Sender<ProjectionStatus>>,
     commands: mpsc::UnboundedSender<Control>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    worker: Worker,
 }
 
 impl fmt::Debug for ProjectionHandle {
@@ -280,19 +278,7 @@ impl ProjectionHandle {
     /// Stops the projection after its current batch and waits for it (at most 10 s).
     pub async fn stop(&self) {
         let _ = self.commands.send(Control::Stop);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::error!("projection did not stop within 10 s");
-            }
-        }
+        self.worker.stop().await;
     }
 }
 

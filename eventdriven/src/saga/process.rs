@@ -4,18 +4,17 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::SagaStatus;
 use crate::aggregate::{Events, Upcasters};
 use crate::message::{Metadata, Timestamp};
 use crate::store::{SagaRecord, Store, StoreError, StoredEvent};
+use crate::worker::{self, Progress, Worker};
 use crate::App;
 
 /// What a process manager's handler decides about its instance.
@@ -257,65 +256,42 @@ impl ProcessManagers {
                 timeouts.insert((at, record.id));
             }
         }
-        let (status, _) = watch::channel(position);
-        let status = Arc::new(status);
-        let (stop, stopped) = watch::channel(false);
+        let progress = Progress::new(position);
         let runner = Runner::<P> {
             managers: self.clone(),
             checkpoint,
             position,
             saved: position,
             timeouts,
-            status: status.clone(),
+            status: progress.clone(),
             _p: std::marker::PhantomData,
         };
-        let task = tokio::spawn(runner.run(stopped));
-        Ok(ProcessHandle {
-            position: status,
-            stop,
-            task: Arc::new(Mutex::new(Some(task))),
-        })
+        let worker = Worker::spawn("process manager", move |stopped| runner.run(stopped));
+        Ok(ProcessHandle { progress, worker })
     }
 }
 
 /// A running process manager. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ProcessHandle {
-    position: Arc<watch::Sender<u64>>,
-    stop: watch::Sender<bool>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    progress: Progress,
+    worker: Worker,
 }
 
 impl ProcessHandle {
     /// The position of the last event handled and checkpointed.
     pub fn position(&self) -> u64 {
-        *self.position.borrow()
+        self.progress.get()
     }
 
     /// Waits until every event up to `position` was handled (at most `timeout`).
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
-        let mut seen = self.position.subscribe();
-        tokio::time::timeout(timeout, seen.wait_for(|p| *p >= position))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.wait_for(position, timeout).await
     }
 
     /// Stops after the current event and waits for the task (at most 10 s).
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::error!("process manager did not stop within 10 s");
-            }
-        }
+        self.worker.stop().await;
     }
 }
 
@@ -326,7 +302,7 @@ struct Runner<P> {
     /// The checkpoint as this runner last wrote (or read) it.
     saved: u64,
     timeouts: BTreeSet<(Timestamp, String)>,
-    status: Arc<watch::Sender<u64>>,
+    status: Progress,
     _p: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -341,7 +317,7 @@ impl<P: ProcessManager> Runner<P> {
 
             if let Err(error) = self.fire_timeouts().await {
                 tracing::warn!(process = P::NAME, %error, "timeout not handled; trying again");
-                Self::wait(&mut stop, pause).await;
+                worker::pause(&mut stop, pause).await;
                 pause = (pause * 2).min(Duration::from_secs(30));
                 continue;
             }
@@ -349,7 +325,7 @@ impl<P: ProcessManager> Runner<P> {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::warn!(process = P::NAME, %error, "cannot read the store; trying again");
-                    Self::wait(&mut stop, pause).await;
+                    worker::pause(&mut stop, pause).await;
                     pause = (pause * 2).min(Duration::from_secs(30));
                     continue;
                 }
@@ -376,21 +352,14 @@ impl<P: ProcessManager> Runner<P> {
                 let at = stored.position;
                 if let Err(error) = self.handle(stored).await {
                     tracing::warn!(process = P::NAME, position = at, %error, "event not handled; trying again");
-                    Self::wait(&mut stop, pause).await;
+                    worker::pause(&mut stop, pause).await;
                     pause = (pause * 2).min(Duration::from_secs(30));
                     break;
                 }
                 pause = Duration::from_millis(50);
                 self.position = at;
-                self.status.send_replace(at);
+                self.status.set(at);
             }
-        }
-    }
-
-    async fn wait(stop: &mut watch::Receiver<bool>, pause: Duration) {
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => {}
         }
     }
 
@@ -562,7 +531,7 @@ impl<P: ProcessManager> Runner<P> {
                     .unwrap_or(0);
                 self.saved = stored;
                 self.position = stored;
-                self.status.send_replace(stored);
+                self.status.set(stored);
                 Err(format!(
                     "the checkpoint moved to {stored}: another copy of `{}` runs; continuing from there",
                     P::NAME

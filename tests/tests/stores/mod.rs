@@ -4,7 +4,7 @@
 //! dropped after the test. A test function takes a [`Harness`] and opens the store with
 //! [`Harness::open`]; opening again is a restart (a new handle on the same data).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports, unused_macros)]
 
 use std::future::Future;
 #[cfg(feature = "postgres")]
@@ -161,7 +161,7 @@ async fn postgres_place() -> Option<Place> {
 
 /// `url` naming the database `database` instead of its own.
 #[cfg(feature = "postgres")]
-fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, format!("?{query}")),
         None => (url, String::new()),
