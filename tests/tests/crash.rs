@@ -651,84 +651,9 @@ fn events_survive_kill_9_at_random_moments() {
 #[cfg(feature = "postgres")]
 #[test]
 fn events_survive_kill_9_at_random_moments_on_postgres() {
-    let Some(database) = postgres::Database::create() else {
+    let Some(database) = kill::postgres::Database::create("the crash test", "ed_crash") else {
         return;
     };
     let dir = TempDir::new("eventdriven-crash");
     crash_test("postgres", &dir.0, &database.url);
-}
-
-#[cfg(feature = "postgres")]
-mod postgres {
-    use std::time::Duration;
-
-    /// A fresh database on the server of `EVENTDRIVEN_POSTGRES_URL`, dropped when this is
-    /// dropped (also when the test fails).
-    pub(crate) struct Database {
-        admin_url: String,
-        name: String,
-        pub(crate) url: String,
-    }
-
-    impl Database {
-        /// `None` if the PostgreSQL tests are skipped (`EVENTDRIVEN_SKIP_POSTGRES=1`).
-        pub(crate) fn create() -> Option<Self> {
-            let admin_url = match std::env::var("EVENTDRIVEN_POSTGRES_URL") {
-                Ok(url) if !url.is_empty() => url,
-                _ if std::env::var("EVENTDRIVEN_SKIP_POSTGRES").as_deref() == Ok("1") => {
-                    eprintln!(
-                        "!!!!!!!! SKIPPED: the PostgreSQL crash test (EVENTDRIVEN_SKIP_POSTGRES=1 \
-                         and no EVENTDRIVEN_POSTGRES_URL) !!!!!!!!"
-                    );
-                    return None;
-                }
-                _ => panic!(
-                    "EVENTDRIVEN_POSTGRES_URL is not set: run the PostgreSQL tests through \
-                     scripts/with-postgres.sh (for example `scripts/with-postgres.sh cargo test \
-                     --all-features`), or set EVENTDRIVEN_SKIP_POSTGRES=1 to skip them"
-                ),
-            };
-            let name = crate::kill::unique_name("ed_crash");
-            admin(&admin_url, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("{e}"));
-            let url = crate::stores::with_database(&admin_url, &name);
-            Some(Self {
-                admin_url,
-                name,
-                url,
-            })
-        }
-    }
-
-    impl Drop for Database {
-        fn drop(&mut self) {
-            // FORCE: a killed child's connections may linger for a moment.
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            if let Err(e) = admin(&self.admin_url, &drop) {
-                eprintln!("could not drop the database {}: {e}", self.name);
-            }
-        }
-    }
-
-    /// Runs one statement on the admin connection.
-    fn admin(url: &str, sql: &str) -> Result<(), String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await
-                .map_err(|e| format!("cannot connect to EVENTDRIVEN_POSTGRES_URL={url}: {e}"))?;
-            let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&pool)
-                .await
-                .map(drop)
-                .map_err(|e| format!("{sql}: {e}"));
-            pool.close().await;
-            done
-        })
-    }
 }

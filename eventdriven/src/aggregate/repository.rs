@@ -281,13 +281,7 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let committed = self.retrying(id, command, cause).await?;
-        if let Some(app) = &self.inner.app {
-            for (event, meta) in committed.events.iter().zip(&committed.metadata) {
-                if let Err(error) = event.clone().publish(app, meta.clone()).await {
-                    tracing::warn!(%error, event = event.name(), "committed event not published");
-                }
-            }
-        }
+        self.publish(&committed).await;
         Ok(committed)
     }
 
@@ -312,6 +306,18 @@ impl<A: Aggregate> Repository<A> {
             }
         }
         Ok(committed)
+    }
+
+    /// Publishes a commit's events on the app of [`publish_to`](Self::publish_to), if any.
+    async fn publish(&self, committed: &Committed<A>) {
+        let Some(app) = &self.inner.app else {
+            return;
+        };
+        for (event, meta) in committed.events.iter().zip(&committed.metadata) {
+            if let Err(error) = event.clone().publish(app, meta.clone()).await {
+                tracing::warn!(%error, event = event.name(), "committed event not published");
+            }
+        }
     }
 
     async fn retrying(
@@ -347,13 +353,7 @@ impl<A: Aggregate> Repository<A> {
         cause: &Metadata,
     ) -> Result<Committed<A>, RepositoryError<A::Error>> {
         let committed = self.try_execute(id, command, cause, 1).await?;
-        if let Some(app) = &self.inner.app {
-            for (event, meta) in committed.events.iter().zip(&committed.metadata) {
-                if let Err(error) = event.clone().publish(app, meta.clone()).await {
-                    tracing::warn!(%error, event = event.name(), "committed event not published");
-                }
-            }
-        }
+        self.publish(&committed).await;
         Ok(committed)
     }
 

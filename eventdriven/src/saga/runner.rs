@@ -439,6 +439,13 @@ async fn drive<D>(
     }
 }
 
+/// What a step or compensation returned, as the data to store.
+fn encoded<D: serde::Serialize>(result: Result<D, String>) -> Result<serde_json::Value, String> {
+    result.and_then(|data| {
+        serde_json::to_value(&data).map_err(|e| format!("the data does not encode: {e}"))
+    })
+}
+
 /// The data as the step gets it: decoded from what was stored after the previous step.
 fn data_of<D: serde::de::DeserializeOwned>(record: &SagaRecord) -> Result<D, String> {
     serde_json::from_value(record.data.clone())
@@ -530,9 +537,7 @@ where
         )
         .await
     };
-    match result.and_then(|data| {
-        serde_json::to_value(&data).map_err(|e| format!("the data does not encode: {e}"))
-    }) {
+    match encoded(result) {
         Ok(data) => {
             record.data = data;
             record.step += 1;
@@ -575,9 +580,7 @@ where
             None,
         )
         .await;
-        match result.and_then(|data| {
-            serde_json::to_value(&data).map_err(|e| format!("the data does not encode: {e}"))
-        }) {
+        match encoded(result) {
             Ok(data) => {
                 record.data = data;
                 record.step -= 1;
