@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod aggregate;
 pub mod app;
+pub mod codec;
 pub mod consistency;
 pub mod delivery;
 pub mod error;
@@ -16,7 +17,9 @@ mod worker;
 
 pub use actor::ReplyFuture;
 pub use actor::{Actor, Context, Mailbox};
-pub use app::{ActorOptions, ActorStats, App, AppBuilder, Stats, IDEMPOTENCY_KEY};
+pub use app::{
+    ActorOptions, ActorStats, App, AppBuilder, Handled, IncomingError, Stats, IDEMPOTENCY_KEY,
+};
 pub use delivery::{DeadLetter, DeadLetters};
 pub use error::{Error, Result, TrySendError};
 pub use message::{

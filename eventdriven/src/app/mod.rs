@@ -26,6 +26,37 @@ use crate::message::{Command, Envelope, Event, Message, Query};
 pub use builder::{ActorOptions, AppBuilder};
 use routing::{RouteTable, Sender};
 
+/// Completes once every subscriber is done with an event published with
+/// [`App::publish_incoming`]: handled it, or it was dead-lettered.
+#[derive(Debug)]
+pub struct Handled(tokio::sync::oneshot::Receiver<()>);
+
+impl Handled {
+    /// Waits (at most `timeout`); `false` if not every subscriber was done in time (or the app
+    /// went away).
+    pub async fn wait(self, timeout: Duration) -> bool {
+        matches!(tokio::time::timeout(timeout, self.0).await, Ok(Ok(())))
+    }
+}
+
+/// Why [`App::publish_incoming`] did not publish an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IncomingError {
+    /// No actor of this app subscribes to an event of this name.
+    #[error("no subscriber for incoming event `{name}`")]
+    NoSubscriber {
+        /// The event's name.
+        name: String,
+    },
+    /// The payload does not decode into the subscribed type (or its schema version differs).
+    #[error("incoming event does not decode: {0}")]
+    Decode(String),
+    /// The app did not take it (it is shutting down).
+    #[error(transparent)]
+    Refused(Error),
+}
+
 /// The header that carries a command's idempotency key (see [`App::send_idempotent`]).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -743,31 +774,83 @@ impl App {
         Ok(delivered)
     }
 
-    /// Publishes an event read from a store, decoded into the type subscribed under its name,
-    /// with the metadata it was stored with (so an idempotent subscriber recognises it).
-    /// `None` if no actor of this app subscribes to that name; an error if it does not decode
-    /// or the app does not take it. Once delivered, the receiver completes when every
-    /// subscriber is done with it (handled or dead-lettered).
+    /// Publishes an event read from a store: see [`publish_incoming`](Self::publish_incoming).
     pub(crate) async fn publish_stored(
         &self,
         stored: crate::store::StoredEvent,
     ) -> Option<std::result::Result<tokio::sync::oneshot::Receiver<()>, String>> {
-        let shared = self.shared();
-        let codec = shared.codecs.get(&stored.name)?;
-        if let Err(e) = self.accept_name(codec.name) {
-            return Some(Err(e.to_string()));
-        }
         let data = crate::store::EventData {
             name: stored.name,
             schema_version: stored.schema_version,
             payload: stored.payload,
             metadata: stored.metadata,
         };
-        let publishing = match codec.publish(&self.inner.shared, &data)? {
-            Ok(publishing) => publishing,
-            Err(e) => return Some(Err(e.to_string())),
+        match self.publish_incoming(data).await {
+            Ok(handled) => Some(Ok(handled.0)),
+            Err(IncomingError::NoSubscriber { .. }) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    /// Publishes an event that came from outside the process (a broker, a store), decoded by
+    /// its name into the type an actor of this app subscribes to, with the metadata it came
+    /// with (so an idempotent subscriber recognises a redelivery). Waits for room in the
+    /// subscribers' mailboxes like [`publish`](Self::publish); the returned [`Handled`]
+    /// completes once every subscriber is done with the event (handled it, or it was
+    /// dead-lettered): acknowledge the source then, not before.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> anyhow::Result<()> {
+    /// use eventdriven::prelude::*;
+    /// use eventdriven::store::EventData;
+    ///
+    /// #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    /// #[event(name = "order.placed")]
+    /// struct OrderPlaced { order: u64 }
+    ///
+    /// #[subscribe]
+    /// async fn confirm(_: &OrderPlaced) {}
+    ///
+    /// let app = App::builder().subscriber(confirm).build().await?;
+    /// let incoming = EventData::json("order.placed", 1, &serde_json::json!({ "order": 7 }))?;
+    /// let handled = app.publish_incoming(incoming).await?;
+    /// assert!(handled.wait(std::time::Duration::from_secs(5)).await);
+    /// // A name nothing here subscribes to is refused, for the caller to dead-letter.
+    /// let stranger = EventData::json("order.audited", 1, &serde_json::json!({}))?;
+    /// assert!(app.publish_incoming(stranger).await.is_err());
+    /// # app.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn publish_incoming(
+        &self,
+        event: crate::store::EventData,
+    ) -> std::result::Result<Handled, IncomingError> {
+        let shared = self.shared();
+        let Some(codec) = shared.codecs.get(&event.name) else {
+            return Err(IncomingError::NoSubscriber { name: event.name });
         };
-        Some(publishing.await.map_err(|e| e.to_string()))
+        self.accept_name(codec.name)
+            .map_err(IncomingError::Refused)?;
+        let publishing = match codec.publish(&self.inner.shared, &event) {
+            Some(Ok(publishing)) => publishing,
+            Some(Err(e)) => return Err(IncomingError::Decode(e.to_string())),
+            None => return Err(IncomingError::NoSubscriber { name: event.name }),
+        };
+        publishing
+            .await
+            .map(Handled)
+            .map_err(IncomingError::Refused)
+    }
+
+    /// Records a dead letter for input that came from outside and could not be taken (an
+    /// unknown name, a malformed or oversize message): listed and counted with the others,
+    /// durable with a store. `source` names where it came from (a bridge, a subject).
+    pub async fn dead_letter_incoming(&self, source: &str, name: &str, error: String) {
+        let source = crate::delivery::durable::intern(source);
+        let name = crate::delivery::durable::intern(name);
+        self.dead_letter_record(source, name, error).await;
     }
 
     /// Publishes `event` after `delay`; cancel it with the returned handle. Runs on tokio's
