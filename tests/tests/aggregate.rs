@@ -155,6 +155,8 @@ async fn commands_commit_and_refusals_store_nothing(h: Harness) {
         .unwrap();
     assert_eq!(committed.events, vec![MoneyWithdrawn { amount: 30 }.into()]);
     assert_eq!(committed.version, 3);
+    // Where a reader of the store must get to to have seen it.
+    assert_eq!(committed.position, store.head().await.unwrap());
 
     let loaded = repo.load("a1").await.unwrap();
     assert_eq!(loaded.state.balance, 70);

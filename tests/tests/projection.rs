@@ -328,13 +328,11 @@ async fn a_projection_catches_up_then_follows_live_appends_exactly_in_order(h: H
     assert_eq!(positions, stored, "every stored event, once");
     let status = handle.status();
     assert_eq!((status.position, status.applied), (head, 320));
-    tokio::time::timeout(WAIT, async {
-        while handle.status().state != ProjectionState::Live {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    assert!(
+        handle
+            .wait_until(WAIT, |s| s.state == ProjectionState::Live)
+            .await
+    );
     handle.stop().await;
     assert_eq!(handle.status().state, ProjectionState::Stopped);
 }

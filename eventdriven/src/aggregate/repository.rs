@@ -58,6 +58,10 @@ pub struct Committed<A: Aggregate> {
     pub state: A,
     /// The stream's version after the commit.
     pub version: u64,
+    /// The global position of the last event appended (0 if none was): what a projection or
+    /// relay must reach to have seen this commit (`wait_for(committed.position, ..)`). On the
+    /// memory store inside a larger transaction it is 0 too.
+    pub position: u64,
     /// How many attempts it took (1 unless a concurrent writer got in between).
     pub attempts: u32,
     /// Whether a snapshot was taken after this commit.
@@ -75,6 +79,7 @@ where
             .field("metadata", &self.metadata)
             .field("state", &self.state)
             .field("version", &self.version)
+            .field("position", &self.position)
             .field("attempts", &self.attempts)
             .field("snapshot_taken", &self.snapshot_taken)
             .finish()
@@ -374,6 +379,7 @@ impl<A: Aggregate> Repository<A> {
                 metadata: Vec::new(),
                 state,
                 version,
+                position: 0,
                 attempts: attempt,
                 snapshot_taken: false,
             });
@@ -419,6 +425,7 @@ impl<A: Aggregate> Repository<A> {
             metadata: metas,
             state,
             version: appended.version,
+            position: appended.last_position,
             attempts: attempt,
             snapshot_taken,
         })

@@ -262,6 +262,19 @@ impl ProjectionHandle {
             .is_ok_and(|seen| seen.is_ok())
     }
 
+    /// Waits until `check` holds for the status (at most `timeout`): for example until the
+    /// projection is `Live` again after a rebuild. `false` if not in time.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&ProjectionStatus) -> bool,
+    ) -> bool {
+        let mut status = self.status.subscribe();
+        tokio::time::timeout(timeout, status.wait_for(|s| check(s)))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
+    }
+
     /// Empties the read model and replays every event from position 0, while the app runs.
     /// Returns once the reset committed; [`status`](Self::status) shows the replay's progress
     /// (`Rebuilding { until }`, then `Live`).
@@ -448,7 +461,11 @@ async fn apply_batch<P: Projection>(
     }
     let saved = tx.save_checkpoint(name, last).await;
     match saved {
-        Ok(()) => tx.commit().await.map_err(|e| (first, e.into()))?,
+        Ok(()) => tx.commit().await.map_err(|e| match e {
+            // The memory store checks the claim at commit.
+            StoreError::CheckpointMoved { .. } => (first, ProjectionError::new(MOVED)),
+            e => (first, e.into()),
+        })?,
         Err(e) => {
             let _ = tx.rollback().await;
             return Err((first, e.into()));

@@ -514,7 +514,14 @@ impl<P: ProcessManager> Runner<P> {
     ) -> Result<(), String> {
         match written {
             Ok(true) => {
-                tx.commit().await.map_err(|e| e.to_string())?;
+                match tx.commit().await {
+                    Ok(()) => {}
+                    // The memory store checks the claim at commit.
+                    Err(StoreError::CheckpointMoved { .. }) => {
+                        return self.moved().await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
                 if let Some(position) = position {
                     self.saved = position;
                 }
@@ -522,26 +529,32 @@ impl<P: ProcessManager> Runner<P> {
             }
             Ok(false) => {
                 let _ = tx.rollback().await;
-                let stored = self
-                    .managers
-                    .store
-                    .load_checkpoint(&self.checkpoint)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .unwrap_or(0);
-                self.saved = stored;
-                self.position = stored;
-                self.status.set(stored);
-                Err(format!(
-                    "the checkpoint moved to {stored}: another copy of `{}` runs; continuing from there",
-                    P::NAME
-                ))
+                self.moved().await
             }
             Err(e) => {
                 let _ = tx.rollback().await;
                 Err(e.to_string())
             }
         }
+    }
+
+    /// Another copy moved the checkpoint: continue from the stored one (an error, so the
+    /// event is not counted as done).
+    async fn moved(&mut self) -> Result<(), String> {
+        let stored = self
+            .managers
+            .store
+            .load_checkpoint(&self.checkpoint)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        self.saved = stored;
+        self.position = stored;
+        self.status.set(stored);
+        Err(format!(
+            "the checkpoint moved to {stored}: another copy of `{}` runs; continuing from there",
+            P::NAME
+        ))
     }
 
     /// Calls the timeout handler of every instance whose timeout is due.

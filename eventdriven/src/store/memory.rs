@@ -153,9 +153,11 @@ impl MemoryStore {
         for (name, expected) in &staged.claims {
             let actual = state.checkpoints.get(name).copied().unwrap_or(0);
             if actual != *expected {
-                return Err(super::StoreError::Corrupt(format!(
-                    "checkpoint `{name}` moved from {expected} to {actual} during the transaction: another reader of that name runs"
-                )));
+                return Err(super::StoreError::CheckpointMoved {
+                    name: name.clone(),
+                    expected: *expected,
+                    actual,
+                });
             }
         }
         let mut versions: HashMap<&str, u64> = HashMap::new();

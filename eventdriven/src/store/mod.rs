@@ -158,6 +158,19 @@ pub enum StoreError {
         /// The upcaster's error.
         message: String,
     },
+    /// A reader's checkpoint moved while a transaction that claimed it ran: another reader of
+    /// the same name (a second copy of a projection) got there first.
+    #[error(
+        "checkpoint `{name}` moved from {expected} to {actual}: another reader of that name runs"
+    )]
+    CheckpointMoved {
+        /// The checkpoint's name.
+        name: String,
+        /// Where the transaction found it.
+        expected: u64,
+        /// Where it is now.
+        actual: u64,
+    },
     /// A row in the database is not what this crate wrote (a bad id, a bad number).
     #[error("corrupt row in the store: {0}")]
     Corrupt(String),
