@@ -1,47 +1,4 @@
-//! Transactions on the store's own database: effects that commit together or not at all.
-//!
-//! A projection that writes its read-model rows and its checkpoint in one [`StoreTx`] has
-//! exactly-once effects; a handler that records the message id it processed in the same
-//! transaction as its own writes is an idempotent consumer that cannot half-apply; and a
-//! handler that appends events in its transaction uses the event store as its outbox (the
-//! events are relayed to the bus only once the transaction committed).
-//!
-//! The inbox pattern, in a subscriber whose effects live in the store's database: record the
-//! message id in the same transaction as the effects, and roll back if it was already there.
-//!
-//! ```ignore
-//! #[subscribe]
-//! async fn charge(&mut self, event: &PaymentRequested, ctx: &mut Context<Self>) -> anyhow::Result<()> {
-//!     let mut tx = self.store.begin().await?;
-//!     if !tx.record_processed("payments", ctx.metadata().id).await? {
-//!         return Ok(tx.rollback().await?); // a redelivery: its effects are already committed
-//!     }
-//!     sqlx::query("UPDATE balances SET due = due - $1 WHERE account = $2")
-//!         .bind(event.amount)
-//!         .bind(&event.account)
-//!         .execute(tx.postgres().expect("PostgreSQL"))
-//!         .await?;
-//!     Ok(tx.commit().await?)
-//! }
-//! ```
-//!
-//! ```
-//! use eventdriven::store::{EventData, ExpectedVersion, Store};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), eventdriven::store::StoreError> {
-//! let store = Store::memory();
-//! let mut tx = store.begin().await?;
-//! // With SQLite or PostgreSQL, the handler's own SQL goes here: `tx.sqlite()`, `tx.postgres()`.
-//! let event = EventData::json("price.changed", 1, &serde_json::json!({ "sku": "w-1" }))?;
-//! tx.append("outbox-catalog", ExpectedVersion::Any, vec![event]).await?;
-//! tx.save_checkpoint("catalog-view", 42).await?;
-//! tx.commit().await?;
-//! assert_eq!(store.load_checkpoint("catalog-view").await?, Some(42));
-//! assert_eq!(store.stream_version("outbox-catalog").await?, 1);
-//! # Ok(())
-//! # }
-//! ```
+//! Transactions on the store's own database: see [`StoreTx`].
 
 use super::memory::Staged;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -52,8 +9,52 @@ use crate::message::MessageId;
 /// The stream that [`StoreTx::enqueue`] appends to.
 pub const OUTBOX_STREAM: &str = "$outbox";
 
-/// An open transaction on a [`Store`]; see the [module docs](self). Dropped without
+/// An open transaction on a [`Store`], from [`Store::begin`]: appends, checkpoints, processed
+/// ids, saga state and the caller's own SQL, committed together or not at all. Dropped without
 /// [`commit`](Self::commit), it rolls back.
+///
+/// A projection that writes its read-model rows and its checkpoint in one `StoreTx` has
+/// exactly-once effects; a handler that records the message id it processed in the same
+/// transaction as its own writes is an idempotent consumer that cannot half-apply; and a
+/// handler that appends events in its transaction uses the event store as its outbox (the
+/// events are relayed to the bus only once the transaction committed).
+///
+/// The inbox pattern, in a subscriber whose effects live in the store's database: record the
+/// message id in the same transaction as the effects, and roll back if it was already there.
+///
+/// ```ignore
+/// #[subscribe]
+/// async fn charge(&mut self, event: &PaymentRequested, ctx: &mut Context<Self>) -> anyhow::Result<()> {
+///     let mut tx = self.store.begin().await?;
+///     if !tx.record_processed("payments", ctx.metadata().id).await? {
+///         return Ok(tx.rollback().await?); // a redelivery: its effects are already committed
+///     }
+///     sqlx::query("UPDATE balances SET due = due - $1 WHERE account = $2")
+///         .bind(event.amount)
+///         .bind(&event.account)
+///         .execute(tx.postgres().expect("PostgreSQL"))
+///         .await?;
+///     Ok(tx.commit().await?)
+/// }
+/// ```
+///
+/// ```
+/// use eventdriven::store::{EventData, ExpectedVersion, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), eventdriven::store::StoreError> {
+/// let store = Store::memory();
+/// let mut tx = store.begin().await?;
+/// // With SQLite or PostgreSQL, the handler's own SQL goes here: `tx.sqlite()`, `tx.postgres()`.
+/// let event = EventData::json("price.changed", 1, &serde_json::json!({ "sku": "w-1" }))?;
+/// tx.append("outbox-catalog", ExpectedVersion::Any, vec![event]).await?;
+/// tx.save_checkpoint("catalog-view", 42).await?;
+/// tx.commit().await?;
+/// assert_eq!(store.load_checkpoint("catalog-view").await?, Some(42));
+/// assert_eq!(store.stream_version("outbox-catalog").await?, 1);
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// On SQLite it holds the store's one write connection until it ends (writers are serialised
 /// there anyway); on PostgreSQL an [`append`](Self::append) takes the store's append lock until
