@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --all-targets --all-features --locked -- -D warnings
 
+step "cargo doc (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked -p eventdriven -p eventdriven-macros
+
 step "cargo test"
 # Every test bounds its own waits; this outer limit only guards CI's time budget.
 scripts/with-postgres.sh timeout 60m cargo test --all-features --locked
