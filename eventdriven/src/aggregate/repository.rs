@@ -93,12 +93,34 @@ struct SnapshotPolicy<A> {
     decode: fn(serde_json::Value) -> serde_json::Result<A>,
 }
 
+impl<A> Clone for SnapshotPolicy<A> {
+    fn clone(&self) -> Self {
+        Self {
+            every: self.every,
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
 struct Inner<A: Aggregate> {
     store: Store,
     app: Option<App>,
     upcasters: Upcasters,
     snapshots: Option<SnapshotPolicy<A>>,
     conflict_attempts: u32,
+}
+
+impl<A: Aggregate> Clone for Inner<A> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            app: self.app.clone(),
+            upcasters: self.upcasters.clone(),
+            snapshots: self.snapshots.clone(),
+            conflict_attempts: self.conflict_attempts,
+        }
+    }
 }
 
 /// Loads aggregates of type `A` from a [`Store`], runs commands on them and commits the
@@ -157,10 +179,10 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
+    /// Changes the settings; a repository that was cloned first gets settings of its own
+    /// (the clones keep theirs).
     fn configure(mut self, change: impl FnOnce(&mut Inner<A>)) -> Self {
-        let inner =
-            Arc::get_mut(&mut self.inner).expect("configure a repository before cloning it");
-        change(inner);
+        change(Arc::make_mut(&mut self.inner));
         self
     }
 
