@@ -12,13 +12,11 @@
 //! `cargo run --example bank_account -- --store memory:`, or on PostgreSQL
 //! `cargo run --example bank_account --features postgres -- --store postgres://user@host/db`.
 
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{bail, Context as _};
 use eventdriven::aggregate::{stream_name, Repository, RepositoryError};
 use eventdriven::prelude::*;
-use eventdriven::store::{ExpectedVersion, Store, StoreError};
+use eventdriven::store::{ExpectedVersion, StoreError};
+use eventdriven_examples::{open_store, run_id};
 
 // ---- the events: what happened, stored under stable names ----------------------------------
 
@@ -193,58 +191,15 @@ async fn run(
     Ok(())
 }
 
-/// A directory removed when dropped (also when the example fails half way).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `--store URL` or `EVENTDRIVEN_STORE`; `None`: the default SQLite file.
-fn store_url() -> anyhow::Result<Option<String>> {
-    let mut args = std::env::args().skip(1);
-    let mut url = None;
-    while let Some(arg) = args.next() {
-        match arg.strip_prefix("--store=") {
-            Some(value) => url = Some(value.to_owned()),
-            None if arg == "--store" => url = Some(args.next().context("--store needs a URL")?),
-            None => bail!("unknown argument `{arg}`; usage: bank_account [--store URL]"),
-        }
-    }
-    let from_env = || {
-        std::env::var("EVENTDRIVEN_STORE")
-            .ok()
-            .filter(|u| !u.is_empty())
-    };
-    Ok(url.or_else(from_env))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     use AccountCommand::{Deposit, Open, Withdraw};
 
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let run_id = format!("{}-{nanos:x}", std::process::id());
+    let run_id = run_id();
 
-    // 1. The store comes from a URL; by default a fresh SQLite file. `temp` is declared
-    //    before the store, so it is dropped (and the file removed) after the store.
-    let (url, temp) = match store_url()? {
-        Some(url) => (url, None),
-        None => {
-            let dir = std::env::temp_dir().join(format!("eventdriven-bank-{run_id}"));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let url = format!("sqlite:{}", dir.join("bank.db").display());
-            (url, Some(TempDir(dir)))
-        }
-    };
-    let store = Store::open(&url).await.context("opening the store")?;
-    // (A URL that was passed in is not printed: it may hold a password.)
-    let place = match &temp {
-        Some(TempDir(dir)) => format!("a fresh bank.db in {}", dir.display()),
-        None => "chosen by --store or EVENTDRIVEN_STORE".to_owned(),
-    };
+    // 1. The store comes from a URL; by default a fresh SQLite file. `_temp` is bound
+    //    first, so it is dropped (and the file removed) after the store.
+    let (_temp, store, place) = open_store("bank", "bank.db").await?;
     println!("== 1. store: {} ({place})", store.backend_name());
 
     // The bus with the statement subscriber, and a repository that publishes every committed

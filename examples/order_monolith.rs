@@ -40,8 +40,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use eventdriven::aggregate::{stream_name, Committed, Repository, RepositoryError};
@@ -49,6 +48,7 @@ use eventdriven::prelude::*;
 use eventdriven::saga::{Saga, SagaRef, SagaStatus, Sagas, StepContext, StepError, StepResult};
 use eventdriven::store::Store;
 use eventdriven::Timestamp;
+use eventdriven_examples::TempDir;
 
 // ---- the messages -------------------------------------------------------------------------
 
@@ -874,28 +874,11 @@ async fn order(
     Ok(Some(order))
 }
 
-/// A directory removed when dropped (also when the example fails half way).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// On one thread the lines come out in the order the messages flow: `execute_in` publishes
-/// the committed events before it returns, so on several threads the notifier could print
-/// its line before the orders line that caused it. (The actors and the sagas are concurrent
-/// tasks either way.)
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     // The store: a fresh SQLite file. `temp` is declared first, so it is dropped (and the
     // directory removed) after everything that holds the store.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("eventdriven-orders-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = TempDir(dir);
+    let temp = TempDir::new("orders")?;
     let path = temp.0.join("orders.db");
     let store = Store::sqlite(&path)
         .await

@@ -21,8 +21,7 @@
 //! `cargo run --example product_catalog --features postgres -- --store postgres://user@host/db`
 //! (or `EVENTDRIVEN_STORE=URL`).
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use eventdriven::aggregate::{Repository, RepositoryError};
@@ -31,6 +30,7 @@ use eventdriven::projection::{
     Projection, ProjectionContext, ProjectionError, ProjectionHandle, ProjectionState, Projector,
 };
 use eventdriven::store::{Store, StoreTx};
+use eventdriven_examples::{open_store, run_id};
 
 /// How long the example waits for a projection before it gives up.
 const WAIT: Duration = Duration::from_secs(30);
@@ -577,58 +577,16 @@ async fn search(app: &App, label: &str, query: SearchProducts) -> anyhow::Result
     Ok(page)
 }
 
-/// A directory removed when dropped (also when the example fails half way).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `--store URL` or `EVENTDRIVEN_STORE`; `None`: the default SQLite file.
-fn store_url() -> anyhow::Result<Option<String>> {
-    let mut args = std::env::args().skip(1);
-    let mut url = None;
-    while let Some(arg) = args.next() {
-        match arg.strip_prefix("--store=") {
-            Some(value) => url = Some(value.to_owned()),
-            None if arg == "--store" => url = Some(args.next().context("--store needs a URL")?),
-            None => bail!("unknown argument `{arg}`; usage: product_catalog [--store URL]"),
-        }
-    }
-    let from_env = || {
-        std::env::var("EVENTDRIVEN_STORE")
-            .ok()
-            .filter(|u| !u.is_empty())
-    };
-    Ok(url.or_else(from_env))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let run_id = format!("{}-{nanos:x}", std::process::id());
+    let run_id = run_id();
 
-    // 1. The store, by URL; by default a fresh SQLite file. `temp` is declared before the
-    //    store, so it is dropped (and the directory removed) after it.
-    let (url, temp) = match store_url()? {
-        Some(url) => (url, None),
-        None => {
-            let dir = std::env::temp_dir().join(format!("eventdriven-catalog-{run_id}"));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let url = format!("sqlite:{}", dir.join("catalog.db").display());
-            (url, Some(TempDir(dir)))
-        }
-    };
-    let store = Store::open(&url).await.context("opening the store")?;
+    // 1. The store, by URL; by default a fresh SQLite file. `_temp` is bound
+    //    first, so it is dropped (and the directory removed) after the store.
+    let (_temp, store, place) = open_store("catalog", "catalog.db").await?;
     if store.backend_name() == "memory" {
         bail!("the catalog keeps its read models in SQL tables: use SQLite or PostgreSQL");
     }
-    let place = match &temp {
-        Some(TempDir(dir)) => format!("a fresh catalog.db in {}", dir.display()),
-        None => "chosen by --store or EVENTDRIVEN_STORE".to_owned(),
-    };
     println!("== 1. store: {} ({place})", store.backend_name());
 
     // Reruns on one PostgreSQL database must not collide: every run fills its own catalog
