@@ -155,6 +155,16 @@ fn runs(journal: &Journal) -> Vec<String> {
         .collect()
 }
 
+/// Starts instance `id` and waits for its end.
+async fn run_to_end(
+    sagas: &Sagas,
+    saga: &eventdriven::saga::SagaRef<Order>,
+    id: &str,
+) -> eventdriven::saga::SagaInfo {
+    let run = sagas.start(saga, id, Order::default()).await.unwrap();
+    run.wait(LONG).await.expect("the saga ended")
+}
+
 async fn new_app() -> App {
     App::builder().build().await.unwrap()
 }
@@ -252,13 +262,7 @@ async fn a_compensation_is_retried_and_then_needs_attention() {
     let sagas = Sagas::new(Store::memory(), &app);
     let saga = sagas.register(fulfilment(&plan, &journal));
     let started = tokio::time::Instant::now();
-    let done = sagas
-        .start(&saga, "o-1", Order::default())
-        .await
-        .unwrap()
-        .wait(LONG)
-        .await
-        .unwrap();
+    let done = run_to_end(&sagas, &saga, "o-1").await;
     assert_eq!(done.status, SagaStatus::Compensated);
     // Backoff 1 s, then 2 s.
     assert_eq!(started.elapsed(), Duration::from_secs(3));
@@ -285,13 +289,7 @@ async fn a_compensation_is_retried_and_then_needs_attention() {
         .unwrap();
     let sagas = Sagas::new(Store::memory(), &app);
     let saga = sagas.register(fulfilment(&plan, &journal));
-    let done = sagas
-        .start(&saga, "o-2", Order::default())
-        .await
-        .unwrap()
-        .wait(LONG)
-        .await
-        .unwrap();
+    let done = run_to_end(&sagas, &saga, "o-2").await;
     assert_eq!(done.status, SagaStatus::NeedsAttention);
     assert_eq!(done.step.as_deref(), Some("reserve inventory"));
     let error = "compensation of step `reserve inventory` failed after 3 attempts: the payment provider is down";
@@ -327,13 +325,7 @@ async fn a_step_timeout_and_the_deadline_fail_the_saga() {
     let sagas = Sagas::new(Store::memory(), &app);
     let saga = sagas.register(fulfilment(&plan, &journal).step_timeout(Duration::from_secs(30)));
     let started = tokio::time::Instant::now();
-    let done = sagas
-        .start(&saga, "o-1", Order::default())
-        .await
-        .unwrap()
-        .wait(LONG)
-        .await
-        .unwrap();
+    let done = run_to_end(&sagas, &saga, "o-1").await;
     assert_eq!(done.status, SagaStatus::Compensated);
     assert_eq!(
         done.last_error.as_deref(),
@@ -358,13 +350,7 @@ async fn a_step_timeout_and_the_deadline_fail_the_saga() {
     let sagas = Sagas::new(Store::memory(), &app);
     let saga = sagas.register(fulfilment(&plan, &journal).deadline(Duration::from_secs(600)));
     let started = tokio::time::Instant::now();
-    let done = sagas
-        .start(&saga, "o-2", Order::default())
-        .await
-        .unwrap()
-        .wait(LONG)
-        .await
-        .unwrap();
+    let done = run_to_end(&sagas, &saga, "o-2").await;
     assert_eq!(done.status, SagaStatus::Compensated);
     assert_eq!(
         done.last_error.as_deref(),
