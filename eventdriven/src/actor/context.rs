@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::item::{redeliver_ask, redeliver_event, Ask, Delivery, Parked, Payload, Reply};
-use super::mailbox::{MailboxCore, Slot};
+use super::mailbox::{MailboxCore, QueueTx, Slot};
 use super::Actor;
 use crate::app::routing::Sender;
 use crate::app::Shared;
 use crate::delivery::{HandlerError, NewDeadLetter, Reason, RetryPolicy, Scheduled};
 use crate::error::{Error, Result, TrySendError};
 use crate::message::{Command, Envelope, Event, Message, MessageId, Metadata, Query};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// Per-handler options from the handler's attribute (`#[subscribe(retry = 3, idempotent)]`).
 /// Built by generated code as a `static`; its address identifies the subscription.
@@ -160,7 +159,7 @@ pub struct Context<A: Actor> {
     /// Messages released from a sequence, handled before the next mailbox message.
     pub(crate) ready: VecDeque<A::Mailbox>,
     /// This actor's own queue, for command retries.
-    self_tx: UnboundedSender<Slot<A::Mailbox>>,
+    self_tx: QueueTx<Slot<A::Mailbox>>,
     /// The message just handled was parked instead: it is not finished with yet.
     pub(crate) just_parked: bool,
     _actor: PhantomData<fn() -> A>,
@@ -170,7 +169,7 @@ impl<A: Actor> Context<A> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         me: Arc<MailboxCore>,
-        self_tx: UnboundedSender<Slot<A::Mailbox>>,
+        self_tx: QueueTx<Slot<A::Mailbox>>,
         retry: Option<RetryPolicy>,
     ) -> Self {
         Self {
@@ -419,9 +418,9 @@ impl<A: Actor> Context<A> {
                     reserved: false,
                 }) {
                     Ok(()) => None,
-                    Err(e) => {
+                    Err(slot) => {
                         me.uncount_unreserved();
-                        match e.0 {
+                        match slot {
                             Slot::Msg { msg, .. } => Some((msg, Reason::Stopped)),
                             Slot::Stop => None,
                         }

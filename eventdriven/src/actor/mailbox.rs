@@ -4,12 +4,19 @@
 //! subscriber's mailbox before it delivers to any (all-or-nothing fan-out), and lets the room
 //! be reserved through a type-erased handle while the queue itself holds the actor's own
 //! generated message enum, so a message sits in the mailbox inline, without a `Box`.
+//!
+//! The queue is two buffers behind one lock ([`Queue`]): senders push onto the shared one, and
+//! the actor swaps the whole of it for its own emptied one when it runs out, so the actor
+//! takes the lock once per batch rather than once per message, and a sender wakes the actor
+//! only when the actor is actually waiting. Nothing is allocated until the first message, and
+//! the two buffers are reused from then on.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Waker;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
 use super::Actor;
@@ -64,6 +71,9 @@ struct Own {
     stopped: AtomicBool,
     /// The largest queue length the actor has seen.
     peak: AtomicUsize,
+    /// Messages taken out with room whose room is not given back yet: the actor returns room
+    /// in batches (see [`MailboxCore::release_taken`]).
+    taken: AtomicUsize,
 }
 
 /// The part of a mailbox every sender shares, whatever the actor's message type.
@@ -105,6 +115,7 @@ impl MailboxCore {
                 busy: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
                 peak: AtomicUsize::new(0),
+                taken: AtomicUsize::new(0),
             }),
             unreserved_in: AtomicU64::new(0),
             unreserved_out: AtomicU64::new(0),
@@ -124,6 +135,31 @@ impl MailboxCore {
 
     pub(crate) fn peak(&self) -> usize {
         self.own.0.peak.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting to be taken out: [`len`](Self::len) without those the actor took and
+    /// has not given the room of back yet. A gauge for stats; `owed` counts with `len`, which
+    /// never misses a message.
+    pub(crate) fn queued(&self) -> usize {
+        self.len()
+            .saturating_sub(self.own.0.taken.load(Ordering::Relaxed))
+    }
+
+    /// Gives back the room of the messages taken out since the last call.
+    ///
+    /// Returning room costs a lock of the semaphore's waiter list, and wakes a sender waiting
+    /// for it; doing it once per batch instead of once per message is what lets a sender that
+    /// fills the mailbox push many messages per wake-up rather than one. The room is held a
+    /// little longer (never past the actor's next wait: the inbox calls this before it waits
+    /// for messages, and the handler guard before a handler's future waits), so the bound only
+    /// gets stricter.
+    #[inline]
+    pub(crate) fn release_taken(&self) {
+        let taken = self.own.0.taken.load(Ordering::Relaxed);
+        if taken > 0 {
+            self.own.0.taken.store(0, Ordering::Relaxed);
+            self.room.add_permits(taken);
+        }
     }
 
     /// Messages accepted and not yet finished with: queued (counting room reserved by a
@@ -231,6 +267,90 @@ pub(crate) enum Slot<T> {
     Stop,
 }
 
+/// An actor's queue: what senders push, and the actor's waker while it waits for them.
+pub(crate) struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
+    /// Set while the actor waits for a message: the next push takes it and wakes the actor.
+    waiting: Option<Waker>,
+    /// The actor stopped taking messages: pushes fail.
+    closed: bool,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                waiting: None,
+                closed: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
+        // Nothing panics while the lock is held (pushes and swaps), but a poisoned lock would
+        // still hold a consistent queue.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes everything queued into `into` (which must be empty) by swapping buffers, or
+    /// registers the actor's waker when there is nothing.
+    fn poll_take(&self, into: &mut VecDeque<T>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        debug_assert!(into.is_empty());
+        let mut state = self.lock();
+        if state.items.is_empty() {
+            match &mut state.waiting {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        } else {
+            std::mem::swap(&mut state.items, into);
+            Poll::Ready(())
+        }
+    }
+
+    /// Refuses further pushes and returns what is still queued.
+    fn close(&self) -> VecDeque<T> {
+        let mut state = self.lock();
+        state.closed = true;
+        state.waiting = None;
+        std::mem::take(&mut state.items)
+    }
+}
+
+/// The sending side of an actor's queue; cloned into every port.
+pub(crate) struct QueueTx<T>(Arc<Queue<T>>);
+
+impl<T> Clone for QueueTx<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> QueueTx<T> {
+    /// Appends `value`, waking the actor if it waits; hands `value` back if the actor has
+    /// stopped taking messages.
+    #[inline]
+    pub(crate) fn send(&self, value: T) -> Result<(), T> {
+        let mut state = self.0.lock();
+        if state.closed {
+            return Err(value);
+        }
+        state.items.push_back(value);
+        let waiting = state.waiting.take();
+        drop(state);
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
 /// What a mailbox item carries that a pool partitions by: the command, query or event.
 pub(crate) trait Routed {
     type Payload;
@@ -262,7 +382,7 @@ pub(crate) type Unwrap<A, M> = fn(<A as Actor>::Mailbox) -> Option<M>;
 /// The sending side of one actor's mailbox for one message type.
 pub(crate) struct Port<A: Actor, M> {
     pub(crate) core: Arc<MailboxCore>,
-    pub(crate) tx: UnboundedSender<Slot<A::Mailbox>>,
+    pub(crate) tx: QueueTx<Slot<A::Mailbox>>,
     pub(crate) wrap: fn(M) -> A::Mailbox,
     pub(crate) unwrap: Unwrap<A, M>,
 }
@@ -278,7 +398,7 @@ impl<A: Actor, M: Routed + Send + 'static> Port<A, M> {
             reserved,
         }) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(slot)) => {
+            Err(slot) => {
                 if !reserved {
                     self.core.uncount_unreserved();
                 }
@@ -358,35 +478,40 @@ where
 /// The actor's receiving side.
 pub(crate) struct Inbox<A: Actor> {
     pub(crate) core: Arc<MailboxCore>,
-    rx: UnboundedReceiver<Slot<A::Mailbox>>,
-    /// Slots taken from the channel in one go, in reverse order (the next one last). Their
-    /// room is given back one at a time as the actor takes them, so the mailbox's bound holds.
-    batch: Vec<Slot<A::Mailbox>>,
+    queue: Arc<Queue<Slot<A::Mailbox>>>,
+    /// Slots taken from the queue in one go, the next one first. Their room is given back as
+    /// the actor takes them (in groups, see `release_every`), so the mailbox's bound holds.
+    batch: VecDeque<Slot<A::Mailbox>>,
+    /// Room returned once this many messages were taken (see `RELEASE_EVERY`).
+    release_every: usize,
 }
 
-/// How many slots the actor takes from its channel at once. Taking a batch costs one poll of
-/// the channel instead of one per message; 128 measured best of 32, 64 and 128 (tell went from
-/// 0.40x to 0.51-0.56x of raw tokio in `--bench guard`). The buffer grows with need: an actor
-/// that only ever receives one message at a time keeps it at a few slots.
-const BATCH: usize = 128;
+impl<A: Actor> Drop for Inbox<A> {
+    fn drop(&mut self) {
+        // The actor's task is gone (or the runtime dropped it): later sends fail instead of
+        // queueing for nobody.
+        self.queue.close();
+    }
+}
+
+/// How much room the actor holds back at most before it gives it back to senders (at most
+/// a quarter of the capacity, so a small mailbox keeps most of its room available).
+const RELEASE_EVERY: usize = 64;
 
 /// Creates a mailbox: the shared core, the sender to clone into ports, the actor's inbox.
 pub(crate) fn mailbox<A: Actor>(
     capacity: usize,
-) -> (
-    Arc<MailboxCore>,
-    UnboundedSender<Slot<A::Mailbox>>,
-    Inbox<A>,
-) {
+) -> (Arc<MailboxCore>, QueueTx<Slot<A::Mailbox>>, Inbox<A>) {
     let core = Arc::new(MailboxCore::new(A::NAME, capacity));
-    let (tx, rx) = mpsc::unbounded_channel();
+    let queue = Arc::new(Queue::new());
     (
         core.clone(),
-        tx,
+        QueueTx(queue.clone()),
         Inbox {
             core,
-            rx,
-            batch: Vec::new(),
+            queue,
+            batch: VecDeque::new(),
+            release_every: (capacity / 4).clamp(1, RELEASE_EVERY),
         },
     )
 }
@@ -395,24 +520,32 @@ impl<A: Actor> Inbox<A> {
     /// The next message, or `None` once a `Stop` arrives.
     #[inline]
     pub(crate) async fn recv(&mut self) -> Option<A::Mailbox> {
+        // Take part in tokio's cooperative scheduling as a channel receive does: a mailbox
+        // that never runs dry must not keep the worker thread from its other tasks.
+        tokio::task::coop::consume_budget().await;
         if self.batch.is_empty() {
-            if self.rx.recv_many(&mut self.batch, BATCH).await == 0 {
-                return None;
+            // Nothing taken may hold room while the actor waits.
+            self.core.release_taken();
+            let (queue, batch) = (&self.queue, &mut self.batch);
+            poll_fn(|cx| queue.poll_take(batch, cx)).await;
+            let own = &self.core.own.0;
+            let depth = self.batch.len();
+            if depth > own.peak.load(Ordering::Relaxed) {
+                own.peak.store(depth, Ordering::Relaxed);
             }
-            self.batch.reverse();
         }
-        match self.batch.pop()? {
+        match self.batch.pop_front()? {
             Slot::Msg { msg, reserved } => {
                 let own = &self.core.own.0;
                 // Before the room is given back (a release): whoever sees the room sees
                 // `busy`, so the message is never unseen between the two.
                 own.busy.store(true, Ordering::Relaxed);
                 if reserved {
-                    let depth = self.core.len();
-                    if depth > own.peak.load(Ordering::Relaxed) {
-                        own.peak.store(depth, Ordering::Relaxed);
+                    let taken = own.taken.load(Ordering::Relaxed) + 1;
+                    own.taken.store(taken, Ordering::Relaxed);
+                    if taken >= self.release_every {
+                        self.core.release_taken();
                     }
-                    self.core.room.add_permits(1);
                 } else {
                     self.core.unreserved_out.fetch_add(1, Ordering::SeqCst);
                 }
@@ -424,12 +557,11 @@ impl<A: Actor> Inbox<A> {
 
     /// Refuses new messages and returns whatever was still queued.
     pub(crate) fn close(&mut self) -> Vec<A::Mailbox> {
+        self.core.release_taken();
         self.core.room.close();
-        self.rx.close();
+        let queued = self.queue.close();
         let mut left = Vec::new();
-        let taken: Vec<_> = self.batch.drain(..).rev().collect();
-        let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
-        for slot in taken.into_iter().chain(queued) {
+        for slot in self.batch.drain(..).chain(queued) {
             if let Slot::Msg { msg, reserved } = slot {
                 if !reserved {
                     self.core.unreserved_out.fetch_add(1, Ordering::SeqCst);
@@ -444,7 +576,7 @@ impl<A: Actor> Inbox<A> {
 /// Sends `Stop` to an actor. Takes no room: shutdown must reach a full mailbox.
 pub(crate) type StopHandle = Box<dyn Fn() + Send + Sync>;
 
-pub(crate) fn stop_handle<A: Actor>(tx: UnboundedSender<Slot<A::Mailbox>>) -> StopHandle {
+pub(crate) fn stop_handle<A: Actor>(tx: QueueTx<Slot<A::Mailbox>>) -> StopHandle {
     Box::new(move || {
         let _ = tx.send(Slot::Stop);
     })

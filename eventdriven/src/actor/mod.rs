@@ -14,8 +14,6 @@ use std::future::Future;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedSender;
-
 pub use context::Context;
 #[doc(hidden)]
 pub use context::{
@@ -88,7 +86,7 @@ pub(crate) type Keys = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 /// One mailbox's shared part and sending side.
 pub(crate) type Member<A> = (
     Arc<mailbox::MailboxCore>,
-    UnboundedSender<mailbox::Slot<<A as Actor>::Mailbox>>,
+    mailbox::QueueTx<mailbox::Slot<<A as Actor>::Mailbox>>,
 );
 
 /// Collects the routes of one actor (or one pool of actors) while the app is built. Used by

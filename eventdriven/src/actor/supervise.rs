@@ -126,16 +126,22 @@ enum Ran<T> {
 /// shutdown gives up on it. The future is pinned where it is made and polled in place: the
 /// fast path (a handler that completes at its first poll) moves nothing and costs one atomic
 /// load besides the poll.
-async fn guard<F: Future>(fut: F, core: &MailboxCore, span: &tracing::Span) -> Ran<F::Output> {
+async fn guard<F: Future>(
+    fut: F,
+    core: &MailboxCore,
+    span: Option<&tracing::Span>,
+) -> Ran<F::Output> {
     let mut fut = pin!(fut);
     poll_fn(move |cx| {
         if core.aborting() {
             return Poll::Ready(Ran::Aborted);
         }
-        let _entered = span.enter();
+        let _entered = span.map(tracing::Span::enter);
         match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Ran::Done(out)),
             Ok(Poll::Pending) => {
+                // Room taken and not given back yet must not wait with the handler.
+                core.release_taken();
                 core.park(cx.waker());
                 // An abort between the check above and `park` would find no waker.
                 if core.aborting() {
@@ -220,112 +226,129 @@ enum End {
 
 /// Runs an actor until its mailbox delivers `Stop`, the shutdown deadline passes, or
 /// supervision stops it.
-pub(crate) async fn run<A: Actor>(
+///
+/// The future is every idle actor's memory, so it is kept small: it is an `async move` block
+/// rather than an `async fn` (whose parameters the compiler copies into the state a second
+/// time), and the paths that wait rarely (rejecting, settling a failure, escalating) are
+/// boxed, so their futures take space only while they run.
+// Written out on purpose: an `async fn` would keep its parameters twice (see above).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<A: Actor>(
     mut actor: A,
     mut inbox: Inbox<A>,
     mut ctx: Context<A>,
     factory: Option<Factory<A>>,
     supervision: Supervision,
-) {
-    let mut supervisor = Supervisor {
-        policy: supervision,
-        factory,
-        panics: VecDeque::new(),
-    };
-    let end = loop {
-        let msg = match ctx.ready.pop_front() {
-            Some(msg) => {
-                // Released from a sequence: handled before anything newer.
-                inbox.core.take_ready();
-                msg
-            }
-            None => match inbox.recv().await {
-                Some(msg) => msg,
-                None => break End::Stopped,
-            },
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut supervisor = Supervisor {
+            policy: supervision,
+            factory,
+            panics: VecDeque::new(),
         };
-        if ctx.shared.is_abandoned() {
-            reject(&mut ctx, msg, Reason::Shutdown).await;
-            inbox.core.finish();
-            break End::Abandoned;
-        }
-        let (name, meta, attempt) = A::__describe(&msg);
-        if meta.expires_at.is_some() && meta.is_expired_at(crate::Timestamp::now()) {
-            tracing::warn!(actor = A::NAME, message_name = name, id = %meta.id, "expired before it was handled; dead-lettered");
-            reject(&mut ctx, msg, Reason::Expired).await;
-            inbox.core.finish();
-            continue;
-        }
-        let span = tracing::info_span!(
-            "handle",
-            actor = A::NAME,
-            message_name = name,
-            id = %meta.id,
-            correlation_id = %meta.correlation_id,
-            causation_id = meta.causation_id.map(tracing::field::display),
-            attempt,
-        );
-        let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, &span).await {
-            Ran::Done(outcome) => outcome,
-            Ran::Aborted => {
-                tracing::error!(actor = A::NAME, message_name = ctx.message, id = %ctx.meta.id, "handler still running after the shutdown deadline; dropped");
-                ctx.abandon_current().await;
+        let end = loop {
+            let msg = match ctx.ready.pop_front() {
+                Some(msg) => {
+                    // Released from a sequence: handled before anything newer.
+                    inbox.core.take_ready();
+                    msg
+                }
+                None => match inbox.recv().await {
+                    Some(msg) => msg,
+                    None => break End::Stopped,
+                },
+            };
+            if ctx.shared.is_abandoned() {
+                Box::pin(reject(&mut ctx, msg, Reason::Shutdown)).await;
                 inbox.core.finish();
                 break End::Abandoned;
             }
-            Ran::Panicked(payload) => Err(HandlerError::panic(format!(
-                "handler panicked: {}",
-                panic_text(&*payload)
-            ))),
-        };
-        let stop = match &outcome {
-            Err(error) if error.panicked() => {
-                supervisor.on_panic(&mut actor, &ctx, error.message())
+            let (name, meta, attempt) = A::__describe(&msg);
+            if meta.expires_at.is_some() && meta.is_expired_at(crate::Timestamp::now()) {
+                tracing::warn!(actor = A::NAME, message_name = name, id = %meta.id, "expired before it was handled; dead-lettered");
+                Box::pin(reject(&mut ctx, msg, Reason::Expired)).await;
+                inbox.core.finish();
+                continue;
             }
-            _ => false,
-        };
-        let panic_text = match (&outcome, stop) {
-            (Err(error), true) => Some(error.message().to_owned()),
-            _ => None,
-        };
-        let succeeded = outcome.is_ok();
-        if outcome.is_err() || ctx.needs_settling() {
-            ctx.settle(outcome).await;
-        } else {
-            ctx.settled();
-        }
-        if std::mem::take(&mut ctx.just_parked) {
-            inbox.core.park_done();
-        } else {
-            if succeeded {
-                // A failure is done when it is dead-lettered, not while a retry is to come.
-                ctx.shared.routes.completions.done(ctx.meta.id);
+            // `info_span!` on its own still records the fields for the `log` crate when no
+            // subscriber listens (tracing's `log` feature, which dependencies turn on), and even
+            // a disabled span costs its drop; checking the level first makes an unobserved
+            // message cost one load.
+            let span = tracing::level_enabled!(tracing::Level::INFO).then(|| {
+                tracing::info_span!(
+                    "handle",
+                    actor = A::NAME,
+                    message_name = name,
+                    id = %meta.id,
+                    correlation_id = %meta.correlation_id,
+                    causation_id = meta.causation_id.map(tracing::field::display),
+                    attempt,
+                )
+            });
+            let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, span.as_ref())
+                .await
+            {
+                Ran::Done(outcome) => outcome,
+                Ran::Aborted => {
+                    tracing::error!(actor = A::NAME, message_name = ctx.message, id = %ctx.meta.id, "handler still running after the shutdown deadline; dropped");
+                    Box::pin(ctx.abandon_current()).await;
+                    inbox.core.finish();
+                    break End::Abandoned;
+                }
+                Ran::Panicked(payload) => Err(HandlerError::panic(format!(
+                    "handler panicked: {}",
+                    panic_text(&*payload)
+                ))),
+            };
+            let stop = match &outcome {
+                Err(error) if error.panicked() => {
+                    supervisor.on_panic(&mut actor, &ctx, error.message())
+                }
+                _ => false,
+            };
+            let panic_text = match (&outcome, stop) {
+                (Err(error), true) => Some(error.message().to_owned()),
+                _ => None,
+            };
+            let succeeded = outcome.is_ok();
+            if outcome.is_err() || ctx.needs_settling() {
+                Box::pin(ctx.settle(outcome)).await;
+            } else {
+                ctx.settled();
             }
+            if std::mem::take(&mut ctx.just_parked) {
+                inbox.core.park_done();
+            } else {
+                if succeeded {
+                    // A failure is done when it is dead-lettered, not while a retry is to come.
+                    ctx.shared.routes.completions.done(ctx.meta.id);
+                }
+                inbox.core.finish();
+            }
+            if let Some(error) = panic_text {
+                Box::pin(escalate(&mut ctx, error, supervisor.panics.len() as u32)).await;
+                break End::Failed;
+            }
+        };
+        let reason = match end {
+            End::Stopped | End::Abandoned => Reason::Shutdown,
+            End::Failed => Reason::Stopped,
+        };
+        for msg in ctx.take_parked() {
+            Box::pin(reject(&mut ctx, msg, reason)).await;
             inbox.core.finish();
         }
-        if let Some(error) = panic_text {
-            escalate(&mut ctx, error, supervisor.panics.len() as u32).await;
-            break End::Failed;
+        for msg in std::mem::take(&mut ctx.ready) {
+            inbox.core.take_ready();
+            Box::pin(reject(&mut ctx, msg, reason)).await;
+            inbox.core.finish();
         }
-    };
-    let reason = match end {
-        End::Stopped | End::Abandoned => Reason::Shutdown,
-        End::Failed => Reason::Stopped,
-    };
-    for msg in ctx.take_parked() {
-        reject(&mut ctx, msg, reason).await;
-        inbox.core.finish();
+        for msg in inbox.close() {
+            Box::pin(reject(&mut ctx, msg, reason)).await;
+            inbox.core.finish();
+        }
+        inbox.core.mark_stopped();
     }
-    for msg in std::mem::take(&mut ctx.ready) {
-        inbox.core.take_ready();
-        reject(&mut ctx, msg, reason).await;
-        inbox.core.finish();
-    }
-    for msg in inbox.close() {
-        reject(&mut ctx, msg, reason).await;
-        inbox.core.finish();
-    }
-    inbox.core.mark_stopped();
 }
 
 /// Takes a message out unhandled: its sender (if waiting) gets the error, the message goes

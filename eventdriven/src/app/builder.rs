@@ -505,7 +505,7 @@ fn member<A: Actor>(
     actor: A,
     inbox: mailbox::Inbox<A>,
     core: Arc<MailboxCore>,
-    tx: tokio::sync::mpsc::UnboundedSender<mailbox::Slot<A::Mailbox>>,
+    tx: mailbox::QueueTx<mailbox::Slot<A::Mailbox>>,
     factory: Option<Factory<A>>,
     options: &ActorOptions,
 ) -> Wired {

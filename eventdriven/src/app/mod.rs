@@ -612,7 +612,7 @@ impl App {
                 .map(|core| ActorStats {
                     actor: core.actor,
                     capacity: core.capacity,
-                    queued: core.len(),
+                    queued: core.queued(),
                     peak: core.peak(),
                     handled: core.done(),
                     panics: core.panics.load(Ordering::Relaxed),
