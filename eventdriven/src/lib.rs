@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod aggregate;
 pub mod app;
+mod clock;
 pub mod codec;
 pub mod consistency;
 pub mod delivery;

@@ -255,10 +255,12 @@ impl Headers {
 pub struct Timestamp(NonZeroU64);
 
 impl Timestamp {
-    /// Now.
+    /// Now, from the system's wall clock. (On x86_64 Linux with the kernel on the TSC clock
+    /// source, read through the time-stamp counter: a quarter of `SystemTime::now()`'s cost,
+    /// and within microseconds of it.)
     #[inline]
     pub fn now() -> Self {
-        Self::from_system_time(SystemTime::now())
+        Self::from_unix_nanos(crate::clock::now_nanos())
     }
 
     /// Now, on tokio's clock: the wall-clock time when first asked in this process, moved on by
