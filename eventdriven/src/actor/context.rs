@@ -150,6 +150,19 @@ pub struct Context<A: Actor> {
     pub(crate) meta: Metadata,
     pub(crate) message: &'static str,
     inflight: Option<Inflight>,
+    /// Retry and ordering state, allocated on first need (see [`Rare`]).
+    rare: Option<Box<Rare<A>>>,
+    /// This actor's own queue, for command retries.
+    self_tx: QueueTx<Slot<A::Mailbox>>,
+    /// The message just handled was parked instead: it is not finished with yet.
+    pub(crate) just_parked: bool,
+    _actor: PhantomData<fn() -> A>,
+}
+
+/// What only retries and ordered subscriptions use. Most actors never need it, and every
+/// actor's task would carry it inline (some 200 bytes of every idle actor), so it lives
+/// behind a box made on first need.
+struct Rare<A: Actor> {
     /// The actor's own retry policy (from `ActorOptions`), before the app's.
     retry: Option<RetryPolicy>,
     /// When each message now waiting for a retry first failed.
@@ -157,12 +170,18 @@ pub struct Context<A: Actor> {
     /// Sequences of ordered subscriptions whose head failed.
     blocked: HashMap<Sequence, Blocked<A::Mailbox>>,
     /// Messages released from a sequence, handled before the next mailbox message.
-    pub(crate) ready: VecDeque<A::Mailbox>,
-    /// This actor's own queue, for command retries.
-    self_tx: QueueTx<Slot<A::Mailbox>>,
-    /// The message just handled was parked instead: it is not finished with yet.
-    pub(crate) just_parked: bool,
-    _actor: PhantomData<fn() -> A>,
+    ready: VecDeque<A::Mailbox>,
+}
+
+impl<A: Actor> Default for Rare<A> {
+    fn default() -> Self {
+        Self {
+            retry: None,
+            first_failures: HashMap::new(),
+            blocked: HashMap::new(),
+            ready: VecDeque::new(),
+        }
+    }
 }
 
 impl<A: Actor> Context<A> {
@@ -178,14 +197,50 @@ impl<A: Actor> Context<A> {
             meta: Metadata::new(),
             message: "",
             inflight: None,
-            retry,
-            first_failures: HashMap::new(),
-            blocked: HashMap::new(),
-            ready: VecDeque::new(),
+            rare: retry.map(|retry| {
+                Box::new(Rare {
+                    retry: Some(retry),
+                    ..Rare::default()
+                })
+            }),
             self_tx,
             just_parked: false,
             _actor: PhantomData,
         }
+    }
+
+    fn rare(&mut self) -> &mut Rare<A> {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The actor's own retry policy.
+    fn own_retry(&self) -> Option<&RetryPolicy> {
+        self.rare.as_ref().and_then(|rare| rare.retry.as_ref())
+    }
+
+    fn first_failures(&self) -> Option<&HashMap<MessageId, SystemTime>> {
+        self.rare
+            .as_ref()
+            .map(|rare| &rare.first_failures)
+            .filter(|failures| !failures.is_empty())
+    }
+
+    fn blocked(&self, sequence: &Sequence) -> Option<&Blocked<A::Mailbox>> {
+        self.rare.as_ref()?.blocked.get(sequence)
+    }
+
+    /// The next message released from a sequence, handled before anything newer.
+    #[inline]
+    pub(crate) fn next_ready(&mut self) -> Option<A::Mailbox> {
+        self.rare.as_mut()?.ready.pop_front()
+    }
+
+    /// Every message released from a sequence and not handled yet (at the actor's end).
+    pub(crate) fn take_ready(&mut self) -> VecDeque<A::Mailbox> {
+        self.rare
+            .as_mut()
+            .map(|rare| std::mem::take(&mut rare.ready))
+            .unwrap_or_default()
     }
 
     fn sender(&self) -> Sender<'_> {
@@ -294,7 +349,7 @@ impl<A: Actor> Context<A> {
         self.inflight
             .as_ref()
             .is_some_and(|i| i.options.idempotent || i.sequence.is_some())
-            || !self.first_failures.is_empty()
+            || self.first_failures().is_some()
     }
 
     /// A plain success: lets go of the event kept for a retry.
@@ -324,8 +379,8 @@ impl<A: Actor> Context<A> {
                         self.release(sequence, id);
                     }
                 }
-                if !self.first_failures.is_empty() {
-                    self.first_failures.remove(&id);
+                if self.first_failures().is_some() {
+                    self.rare().first_failures.remove(&id);
                 }
                 return;
             }
@@ -344,23 +399,26 @@ impl<A: Actor> Context<A> {
             return;
         };
         let first = *self
+            .rare()
             .first_failures
             .entry(id)
             .or_insert_with(SystemTime::now);
         if let Some(sequence) = inflight.sequence {
             // Later messages of this sequence wait behind this one, through its retries and,
             // if it is dead-lettered, until it is retried from the dead letters.
-            self.blocked.entry(sequence).or_insert_with(|| Blocked {
-                head: id,
-                parked: VecDeque::new(),
-            });
+            self.rare()
+                .blocked
+                .entry(sequence)
+                .or_insert_with(|| Blocked {
+                    head: id,
+                    parked: VecDeque::new(),
+                });
         }
-        let policy = inflight
-            .options
+        let policy = inflight.options.retry.as_ref().or(self.own_retry()).or(self
+            .shared
+            .config
             .retry
-            .as_ref()
-            .or(self.retry.as_ref())
-            .or(self.shared.config.retry.as_ref());
+            .as_ref());
         match policy.and_then(|p| p.next_delay(inflight.attempt, &error).map(|d| (p, d))) {
             Some((policy, delay)) => {
                 tracing::warn!(
@@ -376,7 +434,7 @@ impl<A: Actor> Context<A> {
                 self.schedule_retry(inflight.payload, inflight.attempt + 1, delay);
             }
             None => {
-                self.first_failures.remove(&id);
+                self.rare().first_failures.remove(&id);
                 tracing::error!(
                     actor = A::NAME,
                     message_name = self.message,
@@ -454,21 +512,24 @@ impl<A: Actor> Context<A> {
 
     /// The head of `sequence` succeeded: what waited behind it is handled next, in order.
     fn release(&mut self, sequence: Sequence, id: MessageId) {
-        if self.blocked.get(&sequence).is_some_and(|b| b.head == id) {
-            let blocked = self.blocked.remove(&sequence).expect("checked");
+        if self.blocked(&sequence).is_some_and(|b| b.head == id) {
+            let blocked = self.rare().blocked.remove(&sequence).expect("checked");
             self.me
                 .parked
                 .fetch_sub(blocked.parked.len() as u64, Ordering::SeqCst);
             self.me
                 .ready
                 .fetch_add(blocked.parked.len() as u64, Ordering::SeqCst);
-            self.ready.extend(blocked.parked);
+            self.rare().ready.extend(blocked.parked);
         }
     }
 
     /// Everything still parked behind a failed head (at the actor's end).
     pub(crate) fn take_parked(&mut self) -> Vec<A::Mailbox> {
-        let parked: Vec<_> = self.blocked.drain().flat_map(|(_, b)| b.parked).collect();
+        let parked: Vec<_> = match &mut self.rare {
+            Some(rare) => rare.blocked.drain().flat_map(|(_, b)| b.parked).collect(),
+            None => Vec::new(),
+        };
         self.me
             .parked
             .fetch_sub(parked.len() as u64, Ordering::SeqCst);
@@ -590,8 +651,7 @@ impl<A: Actor> Context<A> {
         let sequence = key.map(|key| (options as *const HandlerOptions as usize, key));
         if let Some(sequence) = sequence {
             if self
-                .blocked
-                .get(&sequence)
+                .blocked(&sequence)
                 .is_some_and(|b| b.head != self.meta.id)
             {
                 return Begin::Park;
@@ -625,7 +685,7 @@ impl<A: Actor> Context<A> {
             AskFailure::Returned { error, .. } => (HandlerError::text(error.clone()), false),
             AskFailure::Panicked(text) => (HandlerError::panic(text.clone()), true),
         };
-        let policy = options.retry.as_ref().or(self.retry.as_ref()).or(self
+        let policy = options.retry.as_ref().or(self.own_retry()).or(self
             .shared
             .config
             .retry
@@ -686,7 +746,11 @@ impl<A: Actor> Context<A> {
     /// Keeps a message behind the failed head of its sequence (after `Begin::Park`).
     pub fn __park(&mut self, msg: A::Mailbox, key: u64, options: &'static HandlerOptions) {
         let sequence = (options as *const HandlerOptions as usize, key);
-        if let Some(blocked) = self.blocked.get_mut(&sequence) {
+        if let Some(blocked) = self
+            .rare
+            .as_mut()
+            .and_then(|r| r.blocked.get_mut(&sequence))
+        {
             self.just_parked = true;
             tracing::debug!(actor = A::NAME, message_name = self.message, id = %self.meta.id, "parked behind a failed message of its sequence");
             self.me.parked.fetch_add(1, Ordering::SeqCst);

@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -165,7 +164,7 @@ struct Supervisor<A> {
 impl<A: Actor> Supervisor<A> {
     /// Restarts or resumes `actor` after a panic; `true` when it must stop instead.
     fn on_panic(&mut self, actor: &mut A, ctx: &Context<A>, error: &str) -> bool {
-        ctx.me.panics.fetch_add(1, Ordering::Relaxed);
+        ctx.me.count_panic();
         let now = Instant::now();
         self.panics.push_back(now);
         let over_limit = self.policy.intensity.is_some_and(|(max, window)| {
@@ -240,14 +239,15 @@ pub(crate) fn run<A: Actor>(
     factory: Option<Factory<A>>,
     supervision: Supervision,
 ) -> impl Future<Output = ()> + Send {
+    // Made here and moved in, so the future holds it once rather than also its parts.
+    let mut supervisor = Supervisor {
+        policy: supervision,
+        factory,
+        panics: VecDeque::new(),
+    };
     async move {
-        let mut supervisor = Supervisor {
-            policy: supervision,
-            factory,
-            panics: VecDeque::new(),
-        };
         let end = loop {
-            let msg = match ctx.ready.pop_front() {
+            let msg = match ctx.next_ready() {
                 Some(msg) => {
                     // Released from a sequence: handled before anything newer.
                     inbox.core.take_ready();
@@ -274,8 +274,10 @@ pub(crate) fn run<A: Actor>(
             // subscriber listens (tracing's `log` feature, which dependencies turn on), and even
             // a disabled span costs its drop; checking the level first makes an unobserved
             // message cost one load.
+            // Boxed: a pointer in the actor's future instead of a whole `Span` (which only
+            // exists when a subscriber listens, and then allocates anyway).
             let span = tracing::level_enabled!(tracing::Level::INFO).then(|| {
-                tracing::info_span!(
+                Box::new(tracing::info_span!(
                     "handle",
                     actor = A::NAME,
                     message_name = name,
@@ -283,9 +285,9 @@ pub(crate) fn run<A: Actor>(
                     correlation_id = %meta.correlation_id,
                     causation_id = meta.causation_id.map(tracing::field::display),
                     attempt,
-                )
+                ))
             });
-            let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, span.as_ref())
+            let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, span.as_deref())
                 .await
             {
                 Ran::Done(outcome) => outcome,
@@ -338,7 +340,7 @@ pub(crate) fn run<A: Actor>(
             Box::pin(reject(&mut ctx, msg, reason)).await;
             inbox.core.finish();
         }
-        for msg in std::mem::take(&mut ctx.ready) {
+        for msg in ctx.take_ready() {
             inbox.core.take_ready();
             Box::pin(reject(&mut ctx, msg, reason)).await;
             inbox.core.finish();

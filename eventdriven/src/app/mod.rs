@@ -615,7 +615,7 @@ impl App {
                     queued: core.queued(),
                     peak: core.peak(),
                     handled: core.done(),
-                    panics: core.panics.load(Ordering::Relaxed),
+                    panics: core.panics(),
                     parked: core.parked.load(Ordering::Relaxed),
                 })
                 .collect(),
