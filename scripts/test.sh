@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace: formatting, clippy, then `cargo test` (unit,
-# integration, trybuild ui, doc tests, and the examples run end to end).
+# Runs every check and test of the workspace: formatting, clippy, rustdoc, then `cargo test`
+# (unit, integration, trybuild ui, doc tests, and the examples run end to end), then the
+# performance guard (eventdriven's tell against raw tokio's in the same process).
 #
 # Real servers run on loopback for the tests and are stopped afterwards: PostgreSQL by
 # scripts/with-postgres.sh (installed from the OS packages if missing; a throwaway cluster in a
@@ -30,3 +31,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked -p eventd
 step "cargo test"
 # Every test bounds its own waits; this outer limit only guards CI's time budget.
 scripts/with-postgres.sh timeout 60m cargo test --all-features --locked
+
+step "performance guard: tell at no less than 0.5x raw tokio in the same run (BENCHMARKS.md)"
+# A release build of the benches package, then a few seconds of running; up to 3 attempts,
+# so only a regression (not one busy moment of a shared machine) fails it.
+timeout 20m cargo bench -p eventdriven-benches --bench guard --locked

@@ -15,7 +15,10 @@
 //! ```
 //!
 //! ratio = tokio time per message / eventdriven time per message (1.0 = as fast as tokio).
-//! Exits with status 1 when the ratio is below `ED_GUARD_MIN_RATIO` (default 0.5).
+//! Exits with status 1 when the ratio is below `ED_GUARD_MIN_RATIO` (default 0.5) in each of
+//! `ED_GUARD_ATTEMPTS` (default 3) attempts: a busy moment of a shared machine can sink one
+//! attempt, a regression sinks them all. `scripts/test.sh` (the README's test command, CI)
+//! runs it after the tests.
 
 mod common;
 
@@ -48,22 +51,19 @@ fn env_f64(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-fn main() {
-    let min_ratio = env_f64("ED_GUARD_MIN_RATIO", 0.5);
-    let budget = Duration::from_millis(env_f64("ED_GUARD_ROUND_MS", 300.0) as u64);
-    let mut ours = ed::tell();
-    let mut base = tokio_raw::tell();
-    round(&mut ours, budget / 3);
-    round(&mut base, budget / 3);
+/// One attempt: warm-up, then `ROUNDS` alternating rounds; the medians per message.
+fn attempt(ours: &mut Runner, base: &mut Runner, budget: Duration) -> (f64, f64) {
+    round(ours, budget / 3);
+    round(base, budget / 3);
     let (mut ed_ns, mut tokio_ns) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {
         // Alternate which side goes first, so neither always runs on a warmer machine.
         if i % 2 == 0 {
-            ed_ns.push(round(&mut ours, budget));
-            tokio_ns.push(round(&mut base, budget));
+            ed_ns.push(round(ours, budget));
+            tokio_ns.push(round(base, budget));
         } else {
-            tokio_ns.push(round(&mut base, budget));
-            ed_ns.push(round(&mut ours, budget));
+            tokio_ns.push(round(base, budget));
+            ed_ns.push(round(ours, budget));
         }
         println!(
             "guard round {}: eventdriven {:.1} ns/msg, tokio {:.1} ns/msg",
@@ -72,27 +72,41 @@ fn main() {
             tokio_ns[i]
         );
     }
-    drop(ours);
-    drop(base);
-    let (ed_median, tokio_median) = (median(ed_ns), median(tokio_ns));
-    let ratio = tokio_median / ed_median;
-    println!(
-        "guard: tell_1to1 median of {ROUNDS} rounds: eventdriven {ed_median:.1} ns/msg, \
-         tokio {tokio_median:.1} ns/msg, ratio (tokio/eventdriven) {ratio:.2}, minimum {min_ratio:.2}"
-    );
-    if ratio < min_ratio {
-        eprintln!();
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!(
-            "!! PERFORMANCE REGRESSION: eventdriven `tell` runs at {ratio:.2}x of raw tokio,"
+    (median(ed_ns), median(tokio_ns))
+}
+
+fn main() {
+    let min_ratio = env_f64("ED_GUARD_MIN_RATIO", 0.5);
+    let budget = Duration::from_millis(env_f64("ED_GUARD_ROUND_MS", 300.0) as u64);
+    let attempts = env_f64("ED_GUARD_ATTEMPTS", 3.0).max(1.0) as usize;
+    let mut ours = ed::tell();
+    let mut base = tokio_raw::tell();
+    let mut worst = None;
+    for n in 1..=attempts {
+        let (ed_median, tokio_median) = attempt(&mut ours, &mut base, budget);
+        let ratio = tokio_median / ed_median;
+        println!(
+            "guard: tell_1to1 median of {ROUNDS} rounds: eventdriven {ed_median:.1} ns/msg, \
+             tokio {tokio_median:.1} ns/msg, ratio (tokio/eventdriven) {ratio:.2}, minimum {min_ratio:.2}"
         );
-        eprintln!("!! below the {min_ratio:.2}x minimum ({ed_median:.1} vs {tokio_median:.1} ns per message).");
-        eprintln!(
-            "!! Re-run `cargo bench -p eventdriven-benches --bench guard` to rule out noise,"
-        );
-        eprintln!("!! then `scripts/bench.sh tell_1to1` for the full picture (BENCHMARKS.md).");
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        std::process::exit(1);
+        if ratio >= min_ratio {
+            println!("guard: OK");
+            return;
+        }
+        if n < attempts {
+            println!("guard: below the minimum; attempt {} of {attempts}", n + 1);
+        }
+        worst = Some((ratio, ed_median, tokio_median));
     }
-    println!("guard: OK");
+    let (ratio, ed_median, tokio_median) = worst.expect("at least one attempt");
+    eprintln!();
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!("!! PERFORMANCE REGRESSION: eventdriven `tell` runs at {ratio:.2}x of raw tokio,");
+    eprintln!(
+        "!! below the {min_ratio:.2}x minimum in all {attempts} attempts \
+         (last: {ed_median:.1} vs {tokio_median:.1} ns per message)."
+    );
+    eprintln!("!! Run `scripts/bench.sh tell_1to1` for the full picture (BENCHMARKS.md).");
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    std::process::exit(1);
 }
