@@ -25,8 +25,14 @@ fn main() {
         ("tokio", "tell") => (common::tokio_raw::tell(), common::TELL_N),
         ("eventdriven", "ask") => (common::ed::ask(), 1),
         ("tokio", "ask") => (common::tokio_raw::ask(), 1),
-        ("eventdriven", "fanout") => (common::ed::fanout(), common::FAN_N * common::FAN_SUBS as u64),
-        ("tokio", "fanout") => (common::tokio_raw::fanout(), common::FAN_N * common::FAN_SUBS as u64),
+        ("eventdriven", "fanout") => (
+            common::ed::fanout(),
+            common::FAN_N * common::FAN_SUBS as u64,
+        ),
+        ("tokio", "fanout") => (
+            common::tokio_raw::fanout(),
+            common::FAN_N * common::FAN_SUBS as u64,
+        ),
         (who, workload) => panic!(
             "unknown contender or workload {who} {workload}: eventdriven|tokio tell|ask|fanout"
         ),

@@ -161,6 +161,9 @@ async fn an_idle_actor_keeps_little_on_the_heap() {
         per_actor < 2048.0,
         "an idle actor keeps {per_actor:.0} bytes on the heap"
     );
-    assert!(allocs_per_actor <= 8.0, "{allocs_per_actor} allocations per idle actor");
+    assert!(
+        allocs_per_actor <= 8.0,
+        "{allocs_per_actor} allocations per idle actor"
+    );
     app.shutdown().await.unwrap();
 }
