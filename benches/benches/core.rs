@@ -16,6 +16,8 @@
 //! `tell_1to1` and `ask_round_trip` also hold a control, `tokio_envelope`: the plain tokio
 //! consumer with every message wrapped in eventdriven's `Envelope`, which is what an actor's
 //! mailbox slot carries; it tells the cost of the envelope from the cost of the rest.
+//! `fanout_1to8` holds `tokio_broadcast`: one `tokio::sync::broadcast` channel sized to hold a
+//! whole iteration (broadcast has no backpressure; a receiver that lags loses events).
 //! `ask_round_trip` also holds `actix_same_thread`: actix with requester and actor on one
 //! thread, as against `actix`'s two (system thread and arbiter), whose round trips pay two
 //! cross-thread wake-ups.
@@ -70,6 +72,7 @@ fn fan_out(c: &mut Criterion) {
     for contender in CONTENDERS {
         bench(&mut group, contender.name, contender.fanout);
     }
+    bench(&mut group, "tokio_broadcast", tokio_raw::fanout_broadcast);
     group.finish();
 }
 

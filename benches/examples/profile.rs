@@ -12,7 +12,6 @@
 //! run on a noisy machine, unlike times.
 
 #[path = "../benches/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 fn main() {

@@ -90,6 +90,7 @@ pub(crate) fn ask() -> Runner {
     })
 }
 
+#[derive(Clone, Debug)]
 enum FanMsg {
     Tick(Arc<u64>),
     Done,
@@ -138,6 +139,54 @@ pub(crate) fn fanout() -> Runner {
                 for tx in &txs {
                     tx.send(FanMsg::Done).await.expect("send");
                 }
+                assert_eq!(latch.wait().await, expected);
+            }
+            start.elapsed()
+        })
+    })
+}
+
+/// `fanout_1to8` through one `tokio::sync::broadcast` channel (a control, not a contender):
+/// each event is written once into a shared ring that all 8 receivers read. A broadcast
+/// channel has no backpressure: a receiver that falls more than the capacity behind loses
+/// events (`Lagged`). So that none is lost, its capacity holds a whole iteration (10 001
+/// slots), which makes it unbounded in effect for this workload.
+pub(crate) fn fanout_broadcast() -> Runner {
+    let rt = runtime();
+    let latch = Latch::new(FAN_SUBS);
+    let tx = rt.block_on(async {
+        let (tx, _) = tokio::sync::broadcast::channel::<FanMsg>(FAN_N as usize + 1);
+        for _ in 0..FAN_SUBS {
+            let mut rx = tx.subscribe();
+            let latch = latch.clone();
+            tokio::spawn(async move {
+                let (mut seen, mut sum) = (0u64, 0u64);
+                while let Ok(msg) = rx.recv().await {
+                    match msg {
+                        FanMsg::Tick(ev) => {
+                            seen += 1;
+                            sum = sum.wrapping_add(*ev);
+                        }
+                        FanMsg::Done => {
+                            black_box(sum);
+                            latch.arrive(std::mem::take(&mut seen));
+                        }
+                    }
+                }
+            });
+        }
+        tx
+    });
+    let expected = FAN_N * FAN_SUBS as u64;
+    Box::new(move |iters| {
+        let (tx, latch) = (tx.clone(), latch.clone());
+        on_runtime(&rt, async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for i in 0..FAN_N {
+                    tx.send(FanMsg::Tick(Arc::new(i))).expect("send");
+                }
+                tx.send(FanMsg::Done).expect("send");
                 assert_eq!(latch.wait().await, expected);
             }
             start.elapsed()
