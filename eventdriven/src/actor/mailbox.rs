@@ -56,11 +56,6 @@ impl Default for Mailbox {
     }
 }
 
-/// Aligns its content to a cache line pair (adjacent-line prefetch makes 128 the unit that
-/// matters on x86_64).
-#[repr(align(128))]
-struct Padded<T>(T);
-
 /// The actor's own counters.
 struct Own {
     /// Messages taken out of the mailbox and handled (or rejected): activity, for shutdown.
@@ -84,15 +79,17 @@ struct Own {
 }
 
 /// The part of a mailbox every sender shares, whatever the actor's message type.
+///
+/// Laid out in this order (`repr(C)`) so that what senders write (`room`) and what the actor
+/// writes per message (`own`) never share a cache line: 64 bytes of fields that change rarely
+/// sit between them. A gap rather than an alignment: a 128-byte-aligned field would also align
+/// the `Arc` around the core, costing every actor 128 bytes of padding before it.
+#[repr(C)]
 pub(crate) struct MailboxCore {
+    /// Free slots. A sender takes one before it pushes; the actor gives it back in groups.
+    pub(crate) room: Semaphore,
     pub(crate) actor: &'static str,
     pub(crate) capacity: usize,
-    /// Free slots. A sender takes one before it pushes; the actor gives it back on receipt.
-    pub(crate) room: Semaphore,
-    /// What only the actor's task writes (or others rarely: shutdown's `abort`), on a cache
-    /// line of its own so senders' writes to `room` and these stores never contend for one
-    /// line. (It also keeps the rest of the struct within one 128-byte unit: 256 bytes in all.)
-    own: Padded<Own>,
     /// Messages pushed without taking room (a handler's message to its own actor, retries),
     /// and how many of them the actor has taken out; rare, so off the hot lines.
     unreserved_in: AtomicU64,
@@ -103,6 +100,8 @@ pub(crate) struct MailboxCore {
     pub(crate) parked: AtomicU64,
     /// Messages released from a sequence and not yet handled.
     pub(crate) ready: AtomicU64,
+    /// What only the actor's task writes (or others rarely: shutdown's `abort`).
+    own: Own,
 }
 
 impl MailboxCore {
@@ -111,7 +110,7 @@ impl MailboxCore {
             actor,
             capacity,
             room: Semaphore::new(capacity),
-            own: Padded(Own {
+            own: Own {
                 done: AtomicU64::new(0),
                 busy: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
@@ -120,7 +119,7 @@ impl MailboxCore {
                 panics: AtomicU64::new(0),
                 abort: AtomicBool::new(false),
                 waker: Mutex::new(None),
-            }),
+            },
             unreserved_in: AtomicU64::new(0),
             unreserved_out: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
@@ -135,7 +134,7 @@ impl MailboxCore {
     }
 
     pub(crate) fn peak(&self) -> usize {
-        self.own.0.peak.load(Ordering::Relaxed)
+        self.own.peak.load(Ordering::Relaxed)
     }
 
     /// Messages waiting to be taken out: [`len`](Self::len) without those the actor took and
@@ -143,7 +142,7 @@ impl MailboxCore {
     /// never misses a message.
     pub(crate) fn queued(&self) -> usize {
         self.len()
-            .saturating_sub(self.own.0.taken.load(Ordering::Relaxed))
+            .saturating_sub(self.own.taken.load(Ordering::Relaxed))
     }
 
     /// Gives back the room of the messages taken out since the last call.
@@ -156,9 +155,9 @@ impl MailboxCore {
     /// gets stricter.
     #[inline]
     pub(crate) fn release_taken(&self) {
-        let taken = self.own.0.taken.load(Ordering::Relaxed);
+        let taken = self.own.taken.load(Ordering::Relaxed);
         if taken > 0 {
-            self.own.0.taken.store(0, Ordering::Relaxed);
+            self.own.taken.store(0, Ordering::Relaxed);
             self.room.add_permits(taken);
         }
     }
@@ -166,13 +165,13 @@ impl MailboxCore {
     /// Messages accepted and not yet finished with: queued (counting room reserved by a
     /// sender that has not pushed yet), in the handler, or waiting for a retry.
     pub(crate) fn owed(&self) -> u64 {
-        if self.own.0.stopped.load(Ordering::SeqCst) {
+        if self.own.stopped.load(Ordering::SeqCst) {
             return 0;
         }
         // Room first, then `busy`: the actor sets `busy` before it gives the room back, so a
         // message is always seen in one of the two.
         let queued = self.len() as u64;
-        let busy = u64::from(self.own.0.busy.load(Ordering::SeqCst));
+        let busy = u64::from(self.own.busy.load(Ordering::SeqCst));
         let unreserved = self
             .unreserved_in
             .load(Ordering::SeqCst)
@@ -183,14 +182,13 @@ impl MailboxCore {
     /// Whether shutdown asked the running handler to be dropped.
     #[inline]
     pub(crate) fn aborting(&self) -> bool {
-        self.own.0.abort.load(Ordering::Acquire)
+        self.own.abort.load(Ordering::Acquire)
     }
 
     /// Remembers the actor task's waker while its handler is pending.
     pub(crate) fn park(&self, waker: &Waker) {
         let mut slot = self
             .own
-            .0
             .waker
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -202,10 +200,9 @@ impl MailboxCore {
 
     /// Drops the running handler at its next poll, and wakes the task so that poll comes.
     pub(crate) fn abort_handler(&self) {
-        self.own.0.abort.store(true, Ordering::Release);
+        self.own.abort.store(true, Ordering::Release);
         let waker = self
             .own
-            .0
             .waker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -224,16 +221,16 @@ impl MailboxCore {
 
     /// Handler panics so far.
     pub(crate) fn panics(&self) -> u64 {
-        self.own.0.panics.load(Ordering::Relaxed)
+        self.own.panics.load(Ordering::Relaxed)
     }
 
     /// Counts a handler panic.
     pub(crate) fn count_panic(&self) {
-        self.own.0.panics.fetch_add(1, Ordering::Relaxed);
+        self.own.panics.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn done(&self) -> u64 {
-        self.own.0.done.load(Ordering::SeqCst)
+        self.own.done.load(Ordering::SeqCst)
     }
 
     /// Counts a message pushed without room (before the push, so it is never unseen).
@@ -249,7 +246,7 @@ impl MailboxCore {
     /// The actor finished with a message it took out.
     #[inline]
     pub(crate) fn finish(&self) {
-        let own = &self.own.0;
+        let own = &self.own;
         // Only the actor's task writes these: plain stores, no read-modify-write. `done`
         // before `busy`, both released: whoever sees `busy` cleared sees the new `done`.
         own.done
@@ -259,19 +256,19 @@ impl MailboxCore {
 
     /// A message was parked behind a failed one of its sequence: not finished, not owed.
     pub(crate) fn park_done(&self) {
-        self.own.0.busy.store(false, Ordering::Release);
+        self.own.busy.store(false, Ordering::Release);
     }
 
     /// The actor takes a message released from a sequence (busy first, so it is never
     /// unseen).
     pub(crate) fn take_ready(&self) {
-        self.own.0.busy.store(true, Ordering::Relaxed);
+        self.own.busy.store(true, Ordering::Relaxed);
         self.ready.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The actor's task has ended: nothing more is owed.
     pub(crate) fn mark_stopped(&self) {
-        self.own.0.stopped.store(true, Ordering::SeqCst);
+        self.own.stopped.store(true, Ordering::SeqCst);
     }
 }
 
@@ -332,6 +329,23 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Appends `value`, waking the actor if it waits; hands `value` back if the actor has
+    /// stopped taking messages.
+    #[inline]
+    fn push(&self, value: T) -> Result<(), T> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(value);
+        }
+        state.items.push_back(value);
+        let waiting = state.waiting.take();
+        drop(state);
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+        Ok(())
+    }
+
     /// Refuses further pushes and returns what is still queued.
     fn close(&self) -> VecDeque<T> {
         let mut state = self.lock();
@@ -355,17 +369,7 @@ impl<T> QueueTx<T> {
     /// stopped taking messages.
     #[inline]
     pub(crate) fn send(&self, value: T) -> Result<(), T> {
-        let mut state = self.0.lock();
-        if state.closed {
-            return Err(value);
-        }
-        state.items.push_back(value);
-        let waiting = state.waiting.take();
-        drop(state);
-        if let Some(waker) = waiting {
-            waker.wake();
-        }
-        Ok(())
+        self.0.push(value)
     }
 }
 
@@ -546,7 +550,7 @@ impl<A: Actor> Inbox<A> {
             self.core.release_taken();
             let (queue, batch) = (&self.queue, &mut self.batch);
             poll_fn(|cx| queue.poll_take(batch, cx)).await;
-            let own = &self.core.own.0;
+            let own = &self.core.own;
             let depth = self.batch.len();
             if depth > own.peak.load(Ordering::Relaxed) {
                 own.peak.store(depth, Ordering::Relaxed);
@@ -554,7 +558,7 @@ impl<A: Actor> Inbox<A> {
         }
         match self.batch.pop_front()? {
             Slot::Msg { msg, reserved } => {
-                let own = &self.core.own.0;
+                let own = &self.core.own;
                 // Before the room is given back (a release): whoever sees the room sees
                 // `busy`, so the message is never unseen between the two.
                 own.busy.store(true, Ordering::Relaxed);
@@ -592,12 +596,22 @@ impl<A: Actor> Inbox<A> {
 }
 
 /// Sends `Stop` to an actor. Takes no room: shutdown must reach a full mailbox.
-pub(crate) type StopHandle = Box<dyn Fn() + Send + Sync>;
+pub(crate) trait Stop: Send + Sync {
+    /// Queues `Stop` behind whatever is queued (nothing if the actor has already stopped).
+    fn stop(&self);
+}
+
+impl<T: Send> Stop for Queue<Slot<T>> {
+    fn stop(&self) {
+        let _ = self.push(Slot::Stop);
+    }
+}
+
+/// The app's way to stop one actor: the actor's queue itself, so it costs no allocation.
+pub(crate) type StopHandle = Arc<dyn Stop>;
 
 pub(crate) fn stop_handle<A: Actor>(tx: QueueTx<Slot<A::Mailbox>>) -> StopHandle {
-    Box::new(move || {
-        let _ = tx.send(Slot::Stop);
-    })
+    tx.0
 }
 
 #[cfg(test)]
@@ -606,10 +620,20 @@ mod tests {
 
     #[test]
     fn an_idle_mailbox_stays_small() {
-        // Every actor has one of each; 100,000 idle actors multiply them. The core is two
-        // 128-byte units (the actor's own line, and everything else), the queue allocates
+        // Every actor has one of each; 100,000 idle actors multiply them. The queue allocates
         // nothing until the first message.
-        assert_eq!(std::mem::size_of::<MailboxCore>(), 256);
+        assert!(std::mem::size_of::<MailboxCore>() <= 200);
+        assert_eq!(std::mem::align_of::<MailboxCore>(), 8);
         assert!(std::mem::size_of::<Queue<Slot<[u64; 2]>>>() <= 64);
+    }
+
+    #[test]
+    fn senders_and_the_actor_write_to_different_cache_lines() {
+        let room_end = std::mem::offset_of!(MailboxCore, room) + std::mem::size_of::<Semaphore>();
+        let own = std::mem::offset_of!(MailboxCore, own);
+        assert!(
+            own >= room_end + 64,
+            "room ends at {room_end}, the actor's line starts at {own}"
+        );
     }
 }

@@ -675,7 +675,7 @@ impl App {
                 .await;
         }
         for stop in &self.inner.stops {
-            stop();
+            stop.stop();
         }
         if let Some(durable) = &shared.durable {
             durable.flush(deadline.max(Duration::from_secs(1))).await;
