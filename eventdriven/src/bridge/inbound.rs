@@ -86,7 +86,7 @@ async fn run(link: Arc<Link>, app: App, mut stopped: watch::Receiver<bool>) {
         while let Ok(permit) = permits.clone().try_acquire_owned() {
             held.push(permit);
         }
-        if let Err(done) = fetch(
+        if let Err(error) = fetch(
             &link,
             &app,
             &mut stopped,
@@ -96,7 +96,9 @@ async fn run(link: Arc<Link>, app: App, mut stopped: watch::Receiver<bool>) {
         )
         .await
         {
-            tracing::warn!(bridge = link.name, error = %done, "cannot fetch; trying again");
+            tracing::warn!(bridge = link.name, %error, "cannot fetch; subscribing again");
+            // The consumer may be gone (a broker that lost its state): subscribe anew.
+            subscription = None;
             crate::worker::pause(&mut stopped, pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         } else {
@@ -162,8 +164,10 @@ enum Outcome {
     Ack,
     /// Dead-lettered here with this reason (under this event name): reject it at the broker.
     DeadLetter(String, String),
-    /// Not now: deliver it again later.
+    /// Not now: deliver it again later, within the redelivery policy.
     Retry(String),
+    /// Not here: deliver it again at once (the app is shutting down).
+    Release,
 }
 
 async fn handle(link: &Link, app: &App, message: Box<dyn Received>) {
@@ -194,6 +198,10 @@ async fn handle(link: &Link, app: &App, message: Box<dyn Received>) {
         Outcome::DeadLetter(name, reason) => {
             dead_letter(link, app, &name, &reason, message.as_ref()).await;
             message.reject().await
+        }
+        Outcome::Release => {
+            counters.nacked.fetch_add(1, Ordering::Relaxed);
+            message.nack(Duration::ZERO).await
         }
         Outcome::Retry(reason) => {
             let error = HandlerError::new(reason.clone());
@@ -226,11 +234,15 @@ async fn publish(
     message: &dyn Received,
     event: crate::store::EventData,
 ) -> Outcome {
+    // Waiting for mailbox room counts too: the whole of it is bounded by the timeout.
     let work = async {
-        match app.publish_incoming(event).await {
-            Ok(handled) => Ok(handled.wait(link.handle_timeout).await),
-            Err(e) => Err(e),
-        }
+        let handled = app.publish_incoming(event).await?;
+        Ok(handled.wait(link.handle_timeout).await)
+    };
+    let work = async {
+        tokio::time::timeout(link.handle_timeout, work)
+            .await
+            .unwrap_or(Ok(false))
     };
     tokio::pin!(work);
     let every = link.topology.ack_wait / 2;
@@ -251,6 +263,9 @@ async fn publish(
             "the subscribers were not done within {:?}",
             link.handle_timeout
         )),
+        // Shutting down: for another process (or this one after its restart), at once and
+        // without counting against the redelivery policy.
+        Err(IncomingError::Refused(crate::Error::ShuttingDown { .. })) => Outcome::Release,
         Err(IncomingError::Refused(e)) => Outcome::Retry(format!("the app did not take it: {e}")),
         // An unknown name, a payload that does not decode: it never will.
         Err(e) => Outcome::DeadLetter(String::new(), e.to_string()),
