@@ -159,6 +159,9 @@ async fn fetch(
     }
 }
 
+/// How long an ack, nack, reject or progress signal may take.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How one message ends.
 enum Outcome {
     Ack,
@@ -190,18 +193,18 @@ async fn handle(link: &Link, app: &App, message: Box<dyn Received>) {
         }
     };
     let counters = &link.counters;
-    let settled = match outcome {
+    let settle = match outcome {
         Outcome::Ack => {
             counters.acked.fetch_add(1, Ordering::Relaxed);
-            message.ack().await
+            message.ack()
         }
         Outcome::DeadLetter(name, reason) => {
             dead_letter(link, app, &name, &reason, message.as_ref()).await;
-            message.reject().await
+            message.reject()
         }
         Outcome::Release => {
             counters.nacked.fetch_add(1, Ordering::Relaxed);
-            message.nack(Duration::ZERO).await
+            message.nack(Duration::ZERO)
         }
         Outcome::Retry(reason) => {
             let error = HandlerError::new(reason.clone());
@@ -209,16 +212,23 @@ async fn handle(link: &Link, app: &App, message: Box<dyn Received>) {
                 Some(delay) => {
                     tracing::warn!(bridge = link.name, at = message.locator(), deliveries, ?delay, %reason, "message nacked for a redelivery");
                     counters.nacked.fetch_add(1, Ordering::Relaxed);
-                    message.nack(delay).await
+                    message.nack(delay)
                 }
                 None => {
                     let name = undecoded_name(message.as_ref());
                     let reason = format!("{reason}; gave up after {deliveries} deliveries");
                     dead_letter(link, app, &name, &reason, message.as_ref()).await;
-                    message.reject().await
+                    message.reject()
                 }
             }
         }
+    };
+    let settled = tokio::time::timeout(SETTLE_TIMEOUT, settle).await;
+    let settled = match settled {
+        Ok(result) => result,
+        Err(_) => Err(super::TransportError::Unavailable(format!(
+            "no answer within {SETTLE_TIMEOUT:?}"
+        ))),
     };
     if let Err(error) = settled {
         // The broker delivers it again after its ack wait: at least once still holds.
@@ -251,7 +261,8 @@ async fn publish(
         tokio::select! {
             result = &mut work => break result,
             _ = beat.tick() => {
-                if let Err(error) = message.in_progress().await {
+                let progress = tokio::time::timeout(SETTLE_TIMEOUT, message.in_progress()).await;
+                if let Ok(Err(error)) = progress {
                     tracing::debug!(bridge = link.name, %error, "progress not sent");
                 }
             }

@@ -148,9 +148,14 @@ impl Nats {
             .ok_or_else(|| TransportError::Unavailable("not connected".to_owned()))
     }
 
-    fn subject(&self, name: &str) -> String {
+    fn subject(&self, name: &str) -> Result<String, TransportError> {
+        if name.split('.').any(str::is_empty) {
+            return Err(TransportError::Refused(format!(
+                "the event name `{name}` has an empty segment: no NATS subject can carry it"
+            )));
+        }
         let name = name.split('.').map(token).collect::<Vec<_>>().join(".");
-        format!("{}.{name}", self.prefix)
+        Ok(format!("{}.{name}", self.prefix))
     }
 
     fn consumer_config(&self, topology: &Topology) -> consumer::pull::Config {
@@ -281,7 +286,7 @@ impl Transport for Nats {
                 .message_id(message.id.to_string());
             let ack = state
                 .js
-                .send_publish(self.subject(&message.name), publish)
+                .send_publish(self.subject(&message.name)?, publish)
                 .await
                 .map_err(|e| match e.kind() {
                     jetstream::context::PublishErrorKind::MaxPayloadExceeded => {

@@ -74,7 +74,8 @@ impl Broker {
             }
             _ => panic!(
                 "{var} is not set: run the bridge tests through scripts/with-nats.sh (for \
-                 example `scripts/with-nats.sh cargo test --all-features --test bridge`), or \
+                 example `scripts/with-nats.sh cargo test -p eventdriven-bridge-tests --features \
+                 nats`), or \
                  point {var} at your own server, or (outside CI) set {skip}=1 to skip them"
             ),
         };
@@ -157,8 +158,35 @@ impl Broker {
     }
 }
 
+/// A message as the broker carries it, seen by a [`Tap`].
+pub struct Raw {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Where the broker keeps it (the NATS subject).
+    pub topic: String,
+    /// The partition / routing key it went out with.
+    pub key: Option<String>,
+}
+
+impl Raw {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The event name its topic stands for.
+    pub fn name(&self) -> String {
+        self.topic
+            .split_once('.')
+            .map_or_else(String::new, |(_, name)| name.to_owned())
+    }
+}
+
 /// Records the raw messages of a test's namespace as the broker sends them to a plain
-/// subscriber: (headers, body).
+/// subscriber.
 pub struct Tap {
     #[cfg(feature = "nats")]
     subscriber: async_nats::Subscriber,
@@ -181,19 +209,35 @@ impl Tap {
     }
 
     /// The next message (at most 10 s).
-    pub async fn next(&mut self) -> (Vec<(String, String)>, Vec<u8>) {
-        use futures_util::StreamExt as _;
-        let message = tokio::time::timeout(Duration::from_secs(10), self.subscriber.next())
+    pub async fn next(&mut self) -> Raw {
+        self.try_next(Duration::from_secs(10))
             .await
             .expect("a message within 10 s")
+    }
+
+    /// The next message, if one comes within `timeout`.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<Raw> {
+        use futures_util::StreamExt as _;
+        let message = tokio::time::timeout(timeout, self.subscriber.next())
+            .await
+            .ok()?
             .expect("the subscription is open");
-        let headers = message
+        let headers: Vec<(String, String)> = message
             .headers
             .iter()
             .flat_map(|h| h.iter())
             .flat_map(|(n, vs)| vs.iter().map(move |v| (n.to_string(), v.to_string())))
             .collect();
-        (headers, message.payload.to_vec())
+        let key = headers
+            .iter()
+            .find(|(n, _)| n == "eventdriven-key")
+            .map(|(_, v)| v.clone());
+        Some(Raw {
+            headers,
+            body: message.payload.to_vec(),
+            topic: message.subject.to_string(),
+            key,
+        })
     }
 }
 

@@ -12,11 +12,17 @@
 //! - a message not done in time is redelivered by the broker, and dead-lettered after the
 //!   bridge's redelivery policy;
 //! - a slow subscriber with a tiny mailbox bounds what is in flight; lag is reported;
-//! - an app shut down mid-stream loses nothing: another process of the group takes the rest.
+//! - an app shut down mid-stream loses nothing: another process of the group takes the rest;
+//! - name patterns and partition keys choose what goes out, and how;
+//! - an event the broker never acknowledged is dead-lettered, and a retry publishes it.
 
 #![cfg(feature = "nats")]
 
 mod brokers;
+// The child processes and temp dirs of the kill -9 tests (with code for `eventdriven-tests`'
+// `postgres` feature, which this package does not have).
+#[allow(unexpected_cfgs)]
+#[path = "../../tests/kill/mod.rs"]
 mod kill;
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +52,8 @@ per_broker!(
     a_message_not_done_in_time_is_redelivered_then_dead_lettered,
     a_slow_subscriber_bounds_what_is_in_flight,
     shutdown_mid_stream_loses_nothing,
+    name_patterns_and_keys_choose_what_goes_out,
+    an_unreachable_broker_dead_letters_outbound_events_for_a_retry,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -145,20 +153,16 @@ async fn round_trip_keeps_every_attribute(kind: Kind) {
             .unwrap();
 
         // On the wire: CloudEvents 1.0, every attribute.
-        let (headers, body) = tap.next().await;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
+        let raw = tap.next().await;
+        assert_eq!(raw.name(), "order.placed");
+        let (headers, body, header) = (&raw.headers, &raw.body, |name: &str| raw.header(name));
         let attributes: HashMap<String, String> = match mode {
             Mode::Structured => {
                 assert_eq!(
                     header("content-type").as_deref(),
                     Some("application/cloudevents+json")
                 );
-                let document: Value = serde_json::from_slice(&body).unwrap();
+                let document: Value = serde_json::from_slice(body).unwrap();
                 assert_eq!(document["data"], json!({ "order": 7 }));
                 document
                     .as_object()
@@ -169,7 +173,7 @@ async fn round_trip_keeps_every_attribute(kind: Kind) {
             }
             _ => {
                 assert_eq!(
-                    serde_json::from_slice::<Value>(&body).unwrap(),
+                    serde_json::from_slice::<Value>(body).unwrap(),
                     json!({ "order": 7 })
                 );
                 assert_eq!(header("content-type").as_deref(), Some("application/json"));
@@ -840,4 +844,124 @@ async fn shutdown_mid_stream_loses_nothing(kind: Kind) {
     assert_eq!((first.len() + second.len()) as u64, N, "none twice");
     producer.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
+}
+
+// --- choosing what goes out ----------------------------------------------------------------------
+
+#[derive(Event, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[event(name = "order.shipped")]
+struct OrderShipped {
+    order: u64,
+}
+
+#[derive(Event, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[event(name = "order.cancelled")]
+struct OrderCancelled {
+    order: u64,
+}
+
+#[derive(Event, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[event(name = "payment.completed")]
+struct PaymentCompleted {
+    order: u64,
+}
+
+/// Subscribes to `order.cancelled`, which makes the type known to the app.
+struct Cancellations;
+
+#[handlers]
+impl Cancellations {
+    #[subscribe]
+    fn cancelled(&mut self, _: &OrderCancelled) {}
+}
+
+async fn name_patterns_and_keys_choose_what_goes_out(kind: Kind) {
+    let Some(broker) = Broker::shared(kind) else {
+        return;
+    };
+    let mut tap = Tap::new(&broker).await;
+    let producer = App::builder()
+        .actor(Cancellations)
+        .bridge(
+            broker
+                .bridge("out")
+                .event::<OrderShipped>()
+                .event::<PaymentCompleted>()
+                .publish_matching("order.*")
+                .publish_keyed(|ev: &OrderPlaced| format!("customer-{}", ev.order % 3)),
+        )
+        .build()
+        .await
+        .unwrap();
+    producer.publish(OrderPlaced { order: 4 }).await.unwrap();
+    producer
+        .publish(PaymentCompleted { order: 4 })
+        .await
+        .unwrap();
+    producer.publish(OrderShipped { order: 4 }).await.unwrap();
+    producer.publish(OrderCancelled { order: 4 }).await.unwrap();
+
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let message = tap.next().await;
+        got.push((message.name(), message.key.clone()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("order.cancelled".to_owned(), None),
+            ("order.placed".to_owned(), Some("customer-1".to_owned())),
+            ("order.shipped".to_owned(), None),
+        ]
+    );
+    // `payment.completed` matches no pattern: it stays home.
+    assert!(tap.try_next(Duration::from_millis(500)).await.is_none());
+    assert_eq!(producer.bridge("out").unwrap().stats().published, 3);
+    producer.shutdown().await.unwrap();
+}
+
+async fn an_unreachable_broker_dead_letters_outbound_events_for_a_retry(kind: Kind) {
+    let Some(mut broker) = Broker::own(kind) else {
+        return;
+    };
+    let producer = App::builder()
+        .bridge(
+            broker
+                .bridge("out")
+                .publish::<OrderPlaced>()
+                .publish_timeout(Duration::from_secs(1)),
+        )
+        .build()
+        .await
+        .unwrap();
+    broker.stop();
+    producer.publish(OrderPlaced { order: 9 }).await.unwrap();
+    assert!(eventually(WAIT, || producer.dead_letters().len() == 1).await);
+    let letter = &producer.dead_letters().list()[0];
+    assert_eq!(
+        (letter.actor, letter.message),
+        ("bridge.outbound", "order.placed")
+    );
+    assert!(letter.error.contains("not published"), "{letter:?}");
+    assert!(letter.can_retry());
+
+    broker.restart();
+    let seen = Seen::default();
+    let consumer = recorder_app(&broker, "late", &seen).await;
+    // The producer's client reconnects within a second or so; until then a retry may fail
+    // again (within its 1 s timeout) and come back as a dead letter: retry that one too.
+    for _ in 0..20 {
+        if let Some(letter) = producer.dead_letters().list().first() {
+            producer.retry_dead_letter(letter.seq).await.unwrap();
+        }
+        if eventually(Duration::from_secs(3), || seen.len() == 1).await {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen.orders(), vec![9]);
+    assert!(producer.dead_letters().is_empty());
+    producer.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
 }
