@@ -354,7 +354,6 @@ impl AppBuilder {
                 Err(e) => table.errors.push(Error::Config(e)),
             }
         }
-        let mut actors = self.actors;
         let mut wire_all = |actors: Vec<Box<dyn Wire>>, table: &mut TableBuilder| {
             for actor in actors {
                 match actor.wire(table) {
@@ -369,7 +368,7 @@ impl AppBuilder {
                 }
             }
         };
-        wire_all(std::mem::take(&mut actors), &mut table);
+        wire_all(self.actors, &mut table);
         // Each bridge's outbound subscribers: the types it names, and the known ones its
         // patterns match (the subscribed types are known once the actors are wired).
         #[cfg(feature = "bridge")]
@@ -389,6 +388,11 @@ impl AppBuilder {
                 tracing::error!("{e}");
             }
             return Err(table.errors.swap_remove(0));
+        }
+        // Before anything starts: a broker that cannot be reached fails the build cleanly.
+        #[cfg(feature = "bridge")]
+        for parts in &bridges {
+            parts.connect().await.map_err(Error::Config)?;
         }
         let dead_letters = table.table.dead_letters.clone();
         let durable = self.store.map(StoreWriter::start);
@@ -420,10 +424,6 @@ impl AppBuilder {
             return Err(Error::Config(format!(
                 "could not load the delivery state from the store: {e}"
             )));
-        }
-        #[cfg(feature = "bridge")]
-        for parts in &bridges {
-            parts.connect().await.map_err(Error::Config)?;
         }
         let tasks = ready.into_iter().map(|launch| launch(&shared)).collect();
         let app = App {

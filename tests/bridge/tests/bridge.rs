@@ -54,6 +54,7 @@ per_broker!(
     shutdown_mid_stream_loses_nothing,
     name_patterns_and_keys_choose_what_goes_out,
     an_unreachable_broker_dead_letters_outbound_events_for_a_retry,
+    a_broker_that_cannot_be_reached_fails_the_build,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -964,4 +965,26 @@ async fn an_unreachable_broker_dead_letters_outbound_events_for_a_retry(kind: Ki
     assert!(producer.dead_letters().is_empty());
     producer.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
+}
+
+async fn a_broker_that_cannot_be_reached_fails_the_build(kind: Kind) {
+    let Some(mut broker) = Broker::own(kind) else {
+        return;
+    };
+    broker.stop();
+    let started = tokio::time::Instant::now();
+    let built = App::builder()
+        .bridge(
+            broker
+                .bridge("out")
+                .publish::<OrderPlaced>()
+                .connect_timeout(Duration::from_secs(3)),
+        )
+        .build()
+        .await;
+    let Err(error) = built else {
+        panic!("built without a broker");
+    };
+    assert!(error.to_string().contains("bridge `out`"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
