@@ -3,7 +3,8 @@
 //!
 //! - a round trip between two apps, every CloudEvents attribute checked on the wire, in
 //!   structured and binary mode, correlation and causation preserved;
-//! - events appended to a store reach the broker through the relay;
+//! - events appended to a store reach the broker through the relay, also across SIGKILLs of
+//!   the process that appends and relays them;
 //! - two OS processes of one consumer group split 10,000 events: none lost, none twice;
 //! - the broker killed for 5 s mid-stream and restarted: everything arrives;
 //! - malformed, unknown, oversize, incomplete and undecodable input is dead-lettered with the
@@ -38,7 +39,7 @@ use eventdriven::delivery::{Backoff, RetryPolicy};
 use eventdriven::prelude::*;
 use eventdriven::projection::Relay;
 use eventdriven::store::{EventData, ExpectedVersion, Store};
-use kill::{ChildGuard, TempDir};
+use kill::{ChildGuard, TempDir, XorShift};
 use serde_json::{json, Value};
 
 per_broker!(
@@ -55,6 +56,8 @@ per_broker!(
     name_patterns_and_keys_choose_what_goes_out,
     an_unreachable_broker_dead_letters_outbound_events_for_a_retry,
     a_broker_that_cannot_be_reached_fails_the_build,
+    stored_events_reach_the_broker_across_kill_9,
+    relay_crash_child,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -987,4 +990,135 @@ async fn a_broker_that_cannot_be_reached_fails_the_build(kind: Kind) {
     };
     assert!(error.to_string().contains("bridge `out`"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+// --- store to broker across kill -9 --------------------------------------------------------------
+
+const CRASH_DIR: &str = "EVENTDRIVEN_BRIDGE_CRASH_DIR";
+const CRASH_ROUND: &str = "EVENTDRIVEN_BRIDGE_CRASH_ROUND";
+/// Rounds killed at a random moment, before one that drains.
+const CRASH_ROUNDS: u64 = 5;
+
+/// Appends events to a SQLite store and relays them to the broker, round after round, each
+/// process killed with SIGKILL at a random moment; a last process only relays until the head.
+/// Every stored event must reach the broker (the relay's checkpoint waits for the broker's
+/// acknowledgement through the outbound subscriber).
+async fn stored_events_reach_the_broker_across_kill_9(kind: Kind) {
+    let Some(broker) = Broker::shared(kind) else {
+        return;
+    };
+    let dir = TempDir::new("eventdriven-bridge-crash");
+    let dir_text = dir.0.to_str().unwrap().to_owned();
+    let test = format!("{}::relay_crash_child", format!("{kind:?}").to_lowercase());
+    let seed = kill::seed("EVENTDRIVEN_BRIDGE_CRASH_SEED");
+    eprintln!("kill moments from seed {seed} (EVENTDRIVEN_BRIDGE_CRASH_SEED={seed} replays them)");
+    let mut random = XorShift(seed);
+    for round in 0..=CRASH_ROUNDS {
+        let round_text = round.to_string();
+        let mut child = ChildGuard::spawn(
+            &test,
+            dir.0.join(format!("round{round}.log")),
+            &[
+                (CRASH_DIR, &dir_text),
+                (CRASH_ROUND, &round_text),
+                (CHILD_URL, &broker.url),
+                (CHILD_SPACE, &broker.space),
+            ],
+        );
+        if round < CRASH_ROUNDS {
+            // Killed once it is appending (its ready file), after a random moment.
+            let ready = dir.0.join(format!("round{round}.ready"));
+            assert!(
+                eventually(Duration::from_secs(60), || ready.exists()).await,
+                "round {round} never started: {}",
+                child.output()
+            );
+            tokio::time::sleep(Duration::from_millis(random.in_range(&(100..=600)))).await;
+            child.child.kill().unwrap();
+            assert!(child.wait_for(Duration::from_secs(10)).is_some());
+        } else {
+            let status = child.wait_for(Duration::from_secs(120));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "the draining round failed: {status:?}\n{}",
+                child.output()
+            );
+        }
+    }
+
+    let store = Store::sqlite(dir.0.join("events.db")).await.unwrap();
+    let mut stored = HashSet::new();
+    let mut position = 0;
+    loop {
+        let page = store.read_all(position, 1000).await.unwrap();
+        let Some(last) = page.last() else {
+            break;
+        };
+        position = last.position;
+        stored.extend(page.iter().map(|e| e.metadata.id));
+    }
+    assert!(stored.len() > 100, "only {} events stored", stored.len());
+
+    let seen = Seen::default();
+    let consumer = recorder_app(&broker, "crash", &seen).await;
+    let all = || {
+        let arrived: HashSet<_> = seen.0.lock().unwrap().iter().map(|(_, m)| m.id).collect();
+        stored.is_subset(&arrived)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), all).await,
+        "{} stored, {} at the broker",
+        stored.len(),
+        seen.len()
+    );
+    eprintln!(
+        "{} stored events all reached the broker ({} deliveries)",
+        stored.len(),
+        seen.len()
+    );
+    consumer.shutdown().await.unwrap();
+}
+
+/// Run alone by [`stored_events_reach_the_broker_across_kill_9`] with its variables: one
+/// round. Without them, a no-op.
+async fn relay_crash_child(kind: Kind) {
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let var = |name: &str| std::env::var(name).unwrap();
+    let round: u64 = var(CRASH_ROUND).parse().unwrap();
+    let broker = Broker::at(kind, var(CHILD_URL), var(CHILD_SPACE));
+    let store = Store::sqlite(dir.join("events.db")).await.unwrap();
+    let app = producer_app(&broker).await;
+    let relay = Relay::new(store.clone(), &app)
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    if round < CRASH_ROUNDS {
+        std::fs::write(dir.join(format!("round{round}.ready")), b"").unwrap();
+        // Until killed (a bound in case the parent is gone).
+        for i in 0..60_000u64 {
+            let order = round * 1_000_000 + i;
+            let event = EventData::from_event(&OrderPlaced { order }).unwrap();
+            store
+                .append(
+                    &format!("order-{order}"),
+                    ExpectedVersion::NoStream,
+                    vec![event],
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("round {round} was never killed");
+    }
+    let head = store.head().await.unwrap();
+    assert!(
+        relay.wait_for(head, Duration::from_secs(60)).await,
+        "relay stuck before {head}"
+    );
+    relay.stop().await;
+    app.shutdown().await.unwrap();
 }
