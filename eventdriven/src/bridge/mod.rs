@@ -49,6 +49,11 @@
 //! nacked with the [`redelivery`](Bridge::redelivery) backoff; after that policy's attempts
 //! it is dead-lettered and rejected.
 //!
+//! Completion is tracked by event id: if the broker delivers a message again while the first
+//! delivery is still being handled here (its ack wait passed without progress signals), the
+//! two deliveries share one tracker and the earlier one is nacked; idempotent subscribers
+//! keep the effect single.
+//!
 //! At most [`max_in_flight`](Bridge::max_in_flight) messages are taken from the broker and
 //! not yet acked; a full mailbox holds up `publish_incoming`, so consumption slows to the
 //! pace of the slowest subscriber. [`BridgeHandle::lag`] asks the broker how many messages
