@@ -4,6 +4,8 @@
 pub mod actor;
 pub mod aggregate;
 pub mod app;
+#[cfg(feature = "bridge")]
+pub mod bridge;
 mod clock;
 pub mod codec;
 pub mod consistency;

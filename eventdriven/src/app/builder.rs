@@ -90,6 +90,8 @@ pub struct AppBuilder {
     processed: Option<Arc<dyn ProcessedIds>>,
     replies_window: IdempotencyWindow,
     store: Option<Store>,
+    #[cfg(feature = "bridge")]
+    bridges: Vec<crate::bridge::Bridge>,
     /// Misuse found while building (reported by `build`).
     errors: Vec<Error>,
 }
@@ -105,6 +107,8 @@ impl AppBuilder {
             processed: None,
             replies_window: IdempotencyWindow::default(),
             store: None,
+            #[cfg(feature = "bridge")]
+            bridges: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -312,6 +316,22 @@ impl AppBuilder {
         self
     }
 
+    /// Connects the app to a broker: the bridge's outbound event types go to the broker, its
+    /// consumed ones come in from it. `build()` connects (within the bridge's connect
+    /// timeout) and fails if the broker cannot be reached; [`App::shutdown`] drains, then
+    /// closes it. See [`bridge`](crate::bridge).
+    #[cfg(feature = "bridge")]
+    pub fn bridge(mut self, bridge: crate::bridge::Bridge) -> Self {
+        if self.bridges.iter().any(|b| b.name() == bridge.name()) {
+            self.errors.push(Error::Config(format!(
+                "two bridges are named `{}`: give each its own name",
+                bridge.name()
+            )));
+        }
+        self.bridges.push(bridge);
+        self
+    }
+
     /// Builds the routing table, checks it, and starts every actor's task.
     ///
     /// Fails if a command or query has two handlers ([`Error::DuplicateHandler`]) or a mailbox
@@ -325,16 +345,42 @@ impl AppBuilder {
         let mut stops = Vec::with_capacity(self.actors.len());
         let mut mailboxes = Vec::with_capacity(self.actors.len());
         table.errors.extend(self.errors);
-        for actor in self.actors {
-            match actor.wire(&mut table) {
-                Ok(members) => {
-                    for wired in members {
-                        stops.push(wired.stop);
-                        mailboxes.push(wired.core);
-                        ready.push(wired.launch);
+        #[cfg(feature = "bridge")]
+        let mut bridges = Vec::new();
+        #[cfg(feature = "bridge")]
+        for bridge in self.bridges {
+            match bridge.into_parts() {
+                Ok(parts) => bridges.push(parts),
+                Err(e) => table.errors.push(Error::Config(e)),
+            }
+        }
+        let mut wire_all = |actors: Vec<Box<dyn Wire>>, table: &mut TableBuilder| {
+            for actor in actors {
+                match actor.wire(table) {
+                    Ok(members) => {
+                        for wired in members {
+                            stops.push(wired.stop);
+                            mailboxes.push(wired.core);
+                            ready.push(wired.launch);
+                        }
                     }
+                    Err(e) => table.errors.push(e),
                 }
-                Err(e) => table.errors.push(e),
+            }
+        };
+        wire_all(self.actors, &mut table);
+        // Each bridge's outbound subscribers: the types it names, and the known ones its
+        // patterns match (the subscribed types are known once the actors are wired).
+        #[cfg(feature = "bridge")]
+        {
+            let subscribed = table.codecs.forwards();
+            for parts in &bridges {
+                let forwards = parts.forwards(&subscribed);
+                let specs = forwards
+                    .iter()
+                    .map(|f| f.wire(parts.link.clone()))
+                    .collect();
+                wire_all(specs, &mut table);
             }
         }
         if !table.errors.is_empty() {
@@ -342,6 +388,11 @@ impl AppBuilder {
                 tracing::error!("{e}");
             }
             return Err(table.errors.swap_remove(0));
+        }
+        // Before anything starts: a broker that cannot be reached fails the build cleanly.
+        #[cfg(feature = "bridge")]
+        for parts in &bridges {
+            parts.connect().await.map_err(Error::Config)?;
         }
         let dead_letters = table.table.dead_letters.clone();
         let durable = self.store.map(StoreWriter::start);
@@ -375,13 +426,24 @@ impl AppBuilder {
             )));
         }
         let tasks = ready.into_iter().map(|launch| launch(&shared)).collect();
-        Ok(App {
+        let app = App {
             inner: Arc::new(AppInner {
                 shared,
                 stops,
                 tasks: Mutex::new(tasks),
+                #[cfg(feature = "bridge")]
+                bridges: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        #[cfg(feature = "bridge")]
+        {
+            let handles = bridges
+                .into_iter()
+                .map(|parts| crate::bridge::BridgeHandle::start(parts.link, &app))
+                .collect();
+            let _ = app.inner.bridges.set(handles);
+        }
+        Ok(app)
     }
 }
 
@@ -463,6 +525,16 @@ async fn recover(shared: &Arc<Shared>, window: IdempotencyWindow) -> crate::stor
     Ok(())
 }
 
+/// An actor with options, ready for the builder to wire (the runtime's own actors).
+#[cfg_attr(not(feature = "bridge"), allow(dead_code))]
+pub(crate) fn spec<A: Actor>(actor: A, options: ActorOptions) -> Box<dyn Wire> {
+    Box::new(Spec {
+        factory: A::__default_factory().map(|f| Box::new(f) as Factory<A>),
+        actor,
+        options,
+    })
+}
+
 /// An actor as given to the builder.
 struct Spec<A: Actor> {
     actor: A,
@@ -474,14 +546,14 @@ struct Spec<A: Actor> {
 type Launch = Box<dyn FnOnce(&Arc<Shared>) -> JoinHandle<()> + Send>;
 
 /// An actor wired into the table, ready to start.
-struct Wired {
+pub(crate) struct Wired {
     core: Arc<MailboxCore>,
     stop: StopHandle,
     launch: Launch,
 }
 
 /// Type-erases [`Spec`] and [`PoolSpec`] so the builder can hold actors of different types.
-trait Wire: Send {
+pub(crate) trait Wire: Send {
     /// Creates the mailboxes, registers the routes, and returns what starts each task.
     fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>>;
     /// A pool's partition keys.

@@ -1,7 +1,7 @@
 //! The app: a builder that wires actors into a routing table, and the handle that sends,
 //! publishes, queries and shuts down.
 
-mod builder;
+pub(crate) mod builder;
 pub(crate) mod routing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -333,6 +333,9 @@ struct AppInner {
     shared: Arc<Shared>,
     stops: Vec<StopHandle>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once, right after the app is built.
+    #[cfg(feature = "bridge")]
+    bridges: std::sync::OnceLock<Vec<crate::bridge::BridgeHandle>>,
 }
 
 /// Figures for one actor, from [`App::stats`].
@@ -602,6 +605,18 @@ impl App {
         &self.shared().dead_letters
     }
 
+    /// The running bridge named `name` (see [`AppBuilder::bridge`]).
+    #[cfg(feature = "bridge")]
+    pub fn bridge(&self, name: &str) -> Option<crate::bridge::BridgeHandle> {
+        self.bridges().into_iter().find(|b| b.name() == name)
+    }
+
+    /// Every running bridge, in the order they were added.
+    #[cfg(feature = "bridge")]
+    pub fn bridges(&self) -> Vec<crate::bridge::BridgeHandle> {
+        self.inner.bridges.get().cloned().unwrap_or_default()
+    }
+
     /// Mailbox and handler figures per actor.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -641,6 +656,11 @@ impl App {
     pub async fn shutdown_within(&self, deadline: Duration) -> Result<()> {
         let shared = self.shared();
         shared.accepting.store(false, Ordering::SeqCst);
+        // Bridges stop fetching first; what they have in flight drains with the mailboxes.
+        #[cfg(feature = "bridge")]
+        for bridge in self.bridges() {
+            bridge.stop_intake();
+        }
         let until = Instant::now() + deadline;
         let mut drained = true;
         while !self.quiescent() {
@@ -672,6 +692,14 @@ impl App {
                     target: None,
                     stored: false,
                 })
+                .await;
+        }
+        // Inbound messages in flight are settled, outbound events were published (their
+        // subscribers drained above): close the connections before the actors stop.
+        #[cfg(feature = "bridge")]
+        for bridge in self.bridges() {
+            bridge
+                .finish(deadline.clamp(Duration::from_millis(100), Duration::from_secs(10)))
                 .await;
         }
         for stop in &self.inner.stops {

@@ -48,6 +48,9 @@ pub struct Codec {
     schedule: fn(&Arc<Shared>, &EventData, Instant) -> StoreResult<Scheduled>,
     /// Decodes and publishes an event on the bus (events only).
     publish: Option<PublishFn>,
+    /// Its outbound subscriber, for a bridge's name pattern (events only).
+    #[cfg(feature = "bridge")]
+    forward: Option<fn() -> crate::bridge::Forward>,
 }
 
 /// Decodes a stored event and starts publishing it.
@@ -110,6 +113,8 @@ impl Codec {
                     }
                 }))
             }),
+            #[cfg(feature = "bridge")]
+            forward: Some(|| crate::bridge::Forward::of::<E>(None)),
         }
     }
 
@@ -122,6 +127,8 @@ impl Codec {
             decode: None,
             schedule: |shared, data, at| Ok(shared.schedule_tell(decode::<C>(data)?, at)),
             publish: None,
+            #[cfg(feature = "bridge")]
+            forward: None,
         }
     }
 
@@ -183,6 +190,15 @@ impl Codecs {
 
     pub(crate) fn get(&self, name: &str) -> Option<&Codec> {
         self.by_name.get(name)
+    }
+
+    /// The outbound subscribers of every event type here, for bridges' name patterns.
+    #[cfg(feature = "bridge")]
+    pub(crate) fn forwards(&self) -> Vec<crate::bridge::Forward> {
+        self.by_name
+            .values()
+            .filter_map(|codec| codec.forward.map(|forward| forward()))
+            .collect()
     }
 }
 

@@ -1,0 +1,395 @@
+//! The broker of each transport for the bridge conformance suite (`per_broker!`): NATS
+//! JetStream (feature `nats`) on the server of `EVENTDRIVEN_NATS_URL` (started by
+//! `scripts/with-nats.sh`), or, for the outage test, a server of the test's own started from
+//! `EVENTDRIVEN_NATS_SERVER` so it can be stopped and restarted. Every test gets names of its
+//! own (stream, subjects, groups), so tests run side by side on one server. A later broker adds
+//! a `Kind` and one arm in each `match`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use eventdriven::bridge::Bridge;
+
+/// How long one test may take, all included.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Which broker a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    #[cfg(feature = "nats")]
+    Nats,
+}
+
+/// A name no other test (of this or another process) uses: letters, digits and `_`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The env var with the broker's URL, and the one that skips its tests.
+fn env_names(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        #[cfg(feature = "nats")]
+        Kind::Nats => ("EVENTDRIVEN_NATS_URL", "EVENTDRIVEN_SKIP_NATS"),
+    }
+}
+
+/// A broker for one test: where it is, and the names the test's bridges use.
+pub struct Broker {
+    pub kind: Kind,
+    pub url: String,
+    /// This test's stream / topic namespace.
+    pub space: String,
+    /// A server of the test's own (outage tests).
+    own: Option<OwnServer>,
+}
+
+impl Broker {
+    /// The shared server of the environment; `None` if its tests are skipped (loudly).
+    pub fn shared(kind: Kind) -> Option<Self> {
+        let (var, skip) = env_names(kind);
+        let url = match std::env::var(var) {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var(skip).as_deref() == Ok("1")
+                && std::env::var("CI").as_deref() != Ok("true") =>
+            {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "!!!!!!!! SKIPPED: a {kind:?} bridge test ({skip}=1 and no {var}) !!!!!!!!"
+                );
+                return None;
+            }
+            _ => panic!(
+                "{var} is not set: run the bridge tests through scripts/with-nats.sh (for \
+                 example `scripts/with-nats.sh cargo test -p eventdriven-bridge-tests --features \
+                 nats`), or \
+                 point {var} at your own server, or (outside CI) set {skip}=1 to skip them"
+            ),
+        };
+        Some(Self {
+            kind,
+            url,
+            space: unique_name("t"),
+            own: None,
+        })
+    }
+
+    /// The broker at `url`, with the namespace `space` of another process's test.
+    pub fn at(kind: Kind, url: String, space: String) -> Self {
+        Self {
+            kind,
+            url,
+            space,
+            own: None,
+        }
+    }
+
+    /// A server of the test's own, which it may stop and restart.
+    pub fn own(kind: Kind) -> Option<Self> {
+        let shared = Self::shared(kind)?;
+        let own = OwnServer::start(kind);
+        Some(Self {
+            url: own.url(),
+            own: Some(own),
+            ..shared
+        })
+    }
+
+    /// A bridge named `name` over this test's namespace.
+    pub fn bridge(&self, name: &str) -> Bridge {
+        match self.kind {
+            #[cfg(feature = "nats")]
+            Kind::Nats => Bridge::new(
+                name,
+                eventdriven::bridge::nats::Nats::new(self.url.clone())
+                    .stream(self.space.to_uppercase())
+                    .subject_prefix(self.space.clone()),
+            ),
+        }
+    }
+
+    /// Publishes `body` with `headers` as a message of event `name`, straight through the
+    /// broker's client (a foreign producer), and waits for the broker's acknowledgement.
+    pub async fn publish_raw(&self, name: &str, headers: &[(&str, &str)], body: &[u8]) {
+        match self.kind {
+            #[cfg(feature = "nats")]
+            Kind::Nats => {
+                let client = async_nats::connect(self.url.as_str()).await.unwrap();
+                let js = async_nats::jetstream::new(client.clone());
+                let mut map = async_nats::HeaderMap::new();
+                for (n, v) in headers {
+                    map.insert(*n, *v);
+                }
+                js.publish_with_headers(
+                    format!("{}.{name}", self.space),
+                    map,
+                    bytes::Bytes::copy_from_slice(body),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+                client.flush().await.unwrap();
+            }
+        }
+    }
+
+    /// Stops the test's own server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        self.own.as_mut().expect("an own server").stop();
+    }
+
+    /// Starts the test's own server again, on the same port and store.
+    pub fn restart(&mut self) {
+        self.own.as_mut().expect("an own server").restart();
+    }
+}
+
+/// A message as the broker carries it, seen by a [`Tap`].
+pub struct Raw {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Where the broker keeps it (the NATS subject).
+    pub topic: String,
+    /// The partition / routing key it went out with.
+    pub key: Option<String>,
+}
+
+impl Raw {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The event name its topic stands for.
+    pub fn name(&self) -> String {
+        self.topic
+            .split_once('.')
+            .map_or_else(String::new, |(_, name)| name.to_owned())
+    }
+}
+
+/// Records the raw messages of a test's namespace as the broker sends them to a plain
+/// subscriber.
+pub struct Tap {
+    #[cfg(feature = "nats")]
+    subscriber: async_nats::Subscriber,
+}
+
+impl Tap {
+    pub async fn new(broker: &Broker) -> Self {
+        match broker.kind {
+            #[cfg(feature = "nats")]
+            Kind::Nats => {
+                let client = async_nats::connect(broker.url.as_str()).await.unwrap();
+                let subscriber = client
+                    .subscribe(format!("{}.>", broker.space))
+                    .await
+                    .unwrap();
+                client.flush().await.unwrap();
+                Self { subscriber }
+            }
+        }
+    }
+
+    /// The next message (at most 10 s).
+    pub async fn next(&mut self) -> Raw {
+        self.try_next(Duration::from_secs(10))
+            .await
+            .expect("a message within 10 s")
+    }
+
+    /// The next message, if one comes within `timeout`.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<Raw> {
+        use futures_util::StreamExt as _;
+        let message = tokio::time::timeout(timeout, self.subscriber.next())
+            .await
+            .ok()?
+            .expect("the subscription is open");
+        let headers: Vec<(String, String)> = message
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .flat_map(|(n, vs)| vs.iter().map(move |v| (n.to_string(), v.to_string())))
+            .collect();
+        let key = headers
+            .iter()
+            .find(|(n, _)| n == "eventdriven-key")
+            .map(|(_, v)| v.clone());
+        Some(Raw {
+            headers,
+            body: message.payload.to_vec(),
+            topic: message.subject.to_string(),
+            key,
+        })
+    }
+}
+
+/// A broker process of a test's own.
+struct OwnServer {
+    kind: Kind,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnServer {
+    fn start(kind: Kind) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(unique_name("eventdriven-broker"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            kind,
+            port,
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            #[cfg(feature = "nats")]
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        match self.kind {
+            #[cfg(feature = "nats")]
+            Kind::Nats => {
+                let binary = std::env::var("EVENTDRIVEN_NATS_SERVER").unwrap_or_else(|_| {
+                    panic!(
+                        "EVENTDRIVEN_NATS_SERVER is not set: the outage test starts a nats-server \
+                         of its own; run it through scripts/with-nats.sh"
+                    )
+                });
+                let config = self.dir.join("nats.conf");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  \
+                         max_memory_store: 64MB\n  max_file_store: 512MB\n}}\n",
+                        self.port,
+                        self.dir.join("jetstream").display()
+                    ),
+                )
+                .unwrap();
+                let log = self.dir.join("nats.log");
+                let _ = std::fs::remove_file(&log);
+                let child = Command::new(binary)
+                    .arg("-c")
+                    .arg(&config)
+                    .arg("-l")
+                    .arg(&log)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                self.child = Some(child);
+                let until = Instant::now() + Duration::from_secs(10);
+                while !std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("Server is ready")
+                {
+                    assert!(Instant::now() < until, "nats-server not ready within 10 s");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let until = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < until,
+                    "the broker did not exit within 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `done()` (every 10 ms, at most `timeout`); `false` if it never was.
+pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + timeout;
+    while !done() {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// Runs one conformance test against `kind`, within [`TEST_TIMEOUT`].
+pub async fn run<F, Fut>(kind: Kind, test: F)
+where
+    F: FnOnce(Kind) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(tokio::time::timeout(TEST_TIMEOUT, test(kind))).await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("{kind:?}: the test did not finish within {TEST_TIMEOUT:?}"),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("{kind:?}: the test task failed: {e}"),
+        },
+    }
+}
+
+/// Generates one module per broker (`mod nats` with feature `nats`), each with one
+/// `#[tokio::test]` per shared test function, which takes the broker's [`Kind`].
+macro_rules! per_broker {
+    ($($test:ident),* $(,)?) => {
+        #[cfg(feature = "nats")]
+        crate::brokers::per_broker!(@broker nats, Nats, $($test),*);
+    };
+    (@broker $module:ident, $kind:ident, $($test:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::brokers::run(crate::brokers::Kind::$kind, super::$test).await;
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use per_broker;
