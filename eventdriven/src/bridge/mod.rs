@@ -6,7 +6,8 @@
 //! messages may be in flight, and how the bridge starts and stops with the app. A broker is
 //! only a [`Transport`]: publish one message and wait for the broker's acknowledgement,
 //! fetch messages for a consumer group, ack / nack with a delay / reject one, report lag.
-//! The NATS JetStream transport is [`nats::Nats`] (feature `nats`).
+//! The NATS JetStream transport is [`nats::Nats`] (feature `nats`), the Redis Streams one
+//! [`redis::Redis`] (feature `redis`).
 //!
 //! # Outbound: at least once from the event store to the broker
 //!
@@ -81,6 +82,8 @@ mod inbound;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod outbound;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::fmt;
 use std::future::Future;

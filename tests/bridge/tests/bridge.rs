@@ -1,5 +1,5 @@
 //! The bridge conformance suite: one set of tests, run against every broker transport
-//! (`per_broker!`; today NATS JetStream), on real servers started by the project's scripts.
+//! (`per_broker!`; today NATS JetStream and Redis Streams), on real servers started by the project's scripts.
 //!
 //! - a round trip between two apps, every CloudEvents attribute checked on the wire, in
 //!   structured and binary mode, correlation and causation preserved;
@@ -17,7 +17,7 @@
 //! - name patterns and partition keys choose what goes out, and how;
 //! - an event the broker never acknowledged is dead-lettered, and a retry publishes it.
 
-#![cfg(feature = "nats")]
+#![cfg(any(feature = "nats", feature = "redis"))]
 
 mod brokers;
 // The child processes and temp dirs of the kill -9 tests (with code for `eventdriven-tests`'

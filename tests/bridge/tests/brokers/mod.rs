@@ -1,7 +1,10 @@
 //! The broker of each transport for the bridge conformance suite (`per_broker!`): NATS
 //! JetStream (feature `nats`) on the server of `EVENTDRIVEN_NATS_URL` (started by
-//! `scripts/with-nats.sh`), or, for the outage test, a server of the test's own started from
-//! `EVENTDRIVEN_NATS_SERVER` so it can be stopped and restarted. Every test gets names of its
+//! `scripts/with-nats.sh`), Redis Streams (feature `redis`) on the server of
+//! `EVENTDRIVEN_REDIS_URL` (started by `scripts/with-redis.sh`), or, for the outage test, a
+//! server of the test's own started from `EVENTDRIVEN_NATS_SERVER` / `EVENTDRIVEN_REDIS_SERVER`
+//! (Redis with an append-only file, so its data survives the restart) so it can be stopped and
+//! restarted. Every test gets names of its
 //! own (stream, subjects, groups), so tests run side by side on one server. A later broker adds
 //! a `Kind` and one arm in each `match`.
 
@@ -24,6 +27,8 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 pub enum Kind {
     #[cfg(feature = "nats")]
     Nats,
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 /// A name no other test (of this or another process) uses: letters, digits and `_`.
@@ -39,11 +44,22 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// The env var with the broker's URL, and the one that skips its tests.
-fn env_names(kind: Kind) -> (&'static str, &'static str) {
+/// The env var with the broker's URL, the one that skips its tests, and the script that
+/// starts a server for them.
+fn env_names(kind: Kind) -> (&'static str, &'static str, &'static str) {
     match kind {
         #[cfg(feature = "nats")]
-        Kind::Nats => ("EVENTDRIVEN_NATS_URL", "EVENTDRIVEN_SKIP_NATS"),
+        Kind::Nats => (
+            "EVENTDRIVEN_NATS_URL",
+            "EVENTDRIVEN_SKIP_NATS",
+            "scripts/with-nats.sh",
+        ),
+        #[cfg(feature = "redis")]
+        Kind::Redis => (
+            "EVENTDRIVEN_REDIS_URL",
+            "EVENTDRIVEN_SKIP_REDIS",
+            "scripts/with-redis.sh",
+        ),
     }
 }
 
@@ -60,7 +76,7 @@ pub struct Broker {
 impl Broker {
     /// The shared server of the environment; `None` if its tests are skipped (loudly).
     pub fn shared(kind: Kind) -> Option<Self> {
-        let (var, skip) = env_names(kind);
+        let (var, skip, script) = env_names(kind);
         let url = match std::env::var(var) {
             Ok(url) if !url.is_empty() => url,
             _ if std::env::var(skip).as_deref() == Ok("1")
@@ -73,10 +89,10 @@ impl Broker {
                 return None;
             }
             _ => panic!(
-                "{var} is not set: run the bridge tests through scripts/with-nats.sh (for \
-                 example `scripts/with-nats.sh cargo test -p eventdriven-bridge-tests --features \
-                 nats`), or \
-                 point {var} at your own server, or (outside CI) set {skip}=1 to skip them"
+                "{var} is not set: run the bridge tests through {script} (for example \
+                 `{script} cargo test -p eventdriven-bridge-tests --features {feature}`), or \
+                 point {var} at your own server, or (outside CI) set {skip}=1 to skip them",
+                feature = format!("{kind:?}").to_lowercase(),
             ),
         };
         Some(Self {
@@ -118,6 +134,11 @@ impl Broker {
                     .stream(self.space.to_uppercase())
                     .subject_prefix(self.space.clone()),
             ),
+            #[cfg(feature = "redis")]
+            Kind::Redis => Bridge::new(
+                name,
+                eventdriven::bridge::redis::Redis::new(self.url.clone()).stream(self.space.clone()),
+            ),
         }
     }
 
@@ -144,6 +165,21 @@ impl Broker {
                 .unwrap();
                 client.flush().await.unwrap();
             }
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let client = ::redis::Client::open(self.url.as_str()).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let mut xadd = ::redis::cmd("XADD");
+                xadd.arg(&self.space)
+                    .arg("*")
+                    .arg("eventdriven-name")
+                    .arg(name);
+                for (n, v) in headers {
+                    xadd.arg(*n).arg(*v);
+                }
+                xadd.arg("body").arg(body);
+                let _: String = xadd.query_async(&mut conn).await.unwrap();
+            }
         }
     }
 
@@ -162,7 +198,8 @@ impl Broker {
 pub struct Raw {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Where the broker keeps it (the NATS subject).
+    /// Where the broker keeps it (the NATS subject; for Redis, the stream key, a dot and the
+    /// `eventdriven-name` field).
     pub topic: String,
     /// The partition / routing key it went out with.
     pub key: Option<String>,
@@ -186,10 +223,16 @@ impl Raw {
 }
 
 /// Records the raw messages of a test's namespace as the broker sends them to a plain
-/// subscriber.
-pub struct Tap {
+/// subscriber (NATS), or as a plain reader of the stream finds them (Redis).
+pub enum Tap {
     #[cfg(feature = "nats")]
-    subscriber: async_nats::Subscriber,
+    Nats(async_nats::Subscriber),
+    #[cfg(feature = "redis")]
+    Redis {
+        conn: ::redis::aio::MultiplexedConnection,
+        stream: String,
+        last: String,
+    },
 }
 
 impl Tap {
@@ -203,7 +246,18 @@ impl Tap {
                     .await
                     .unwrap();
                 client.flush().await.unwrap();
-                Self { subscriber }
+                Self::Nats(subscriber)
+            }
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let client = ::redis::Client::open(broker.url.as_str()).unwrap();
+                let conn = client.get_multiplexed_async_connection().await.unwrap();
+                // The test's stream is its own: from its start is from the tap's start.
+                Self::Redis {
+                    conn,
+                    stream: broker.space.clone(),
+                    last: "0-0".to_owned(),
+                }
             }
         }
     }
@@ -217,8 +271,76 @@ impl Tap {
 
     /// The next message, if one comes within `timeout`.
     pub async fn try_next(&mut self, timeout: Duration) -> Option<Raw> {
+        match self {
+            #[cfg(feature = "nats")]
+            Self::Nats(subscriber) => Self::next_nats(subscriber, timeout).await,
+            #[cfg(feature = "redis")]
+            Self::Redis { conn, stream, last } => {
+                Self::next_redis(conn, stream, last, timeout).await
+            }
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    async fn next_redis(
+        conn: &mut ::redis::aio::MultiplexedConnection,
+        stream: &str,
+        last: &mut String,
+        timeout: Duration,
+    ) -> Option<Raw> {
+        use ::redis::streams::StreamReadReply;
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let reply: Option<StreamReadReply> = ::redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(last.as_str())
+                .query_async(conn)
+                .await
+                .unwrap();
+            if let Some(entry) =
+                reply.and_then(|r| r.keys.into_iter().next()?.ids.into_iter().next())
+            {
+                *last = entry.id.clone();
+                let text = |v: &::redis::Value| -> Vec<u8> {
+                    match v {
+                        ::redis::Value::BulkString(b) => b.clone(),
+                        ::redis::Value::SimpleString(s) => s.clone().into_bytes(),
+                        other => panic!("unexpected field value {other:?}"),
+                    }
+                };
+                let mut headers = Vec::new();
+                let mut body = Vec::new();
+                for (name, value) in &entry.map {
+                    if name == "body" {
+                        body = text(value);
+                    } else {
+                        headers.push((name.clone(), String::from_utf8(text(value)).unwrap()));
+                    }
+                }
+                let field = |n: &str| headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
+                let name = field("eventdriven-name").unwrap_or_default();
+                let key = field("eventdriven-key");
+                return Some(Raw {
+                    topic: format!("{stream}.{name}"),
+                    headers,
+                    body,
+                    key,
+                });
+            }
+            if tokio::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[cfg(feature = "nats")]
+    async fn next_nats(subscriber: &mut async_nats::Subscriber, timeout: Duration) -> Option<Raw> {
         use futures_util::StreamExt as _;
-        let message = tokio::time::timeout(timeout, self.subscriber.next())
+        let message = tokio::time::timeout(timeout, subscriber.next())
             .await
             .ok()?
             .expect("the subscription is open");
@@ -272,6 +394,8 @@ impl OwnServer {
         match self.kind {
             #[cfg(feature = "nats")]
             Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+            #[cfg(feature = "redis")]
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
         }
     }
 
@@ -316,6 +440,41 @@ impl OwnServer {
                     .contains("Server is ready")
                 {
                     assert!(Instant::now() < until, "nats-server not ready within 10 s");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let binary = std::env::var("EVENTDRIVEN_REDIS_SERVER").unwrap_or_else(|_| {
+                    panic!(
+                        "EVENTDRIVEN_REDIS_SERVER is not set: the outage test starts a \
+                         redis-server of its own; run it through scripts/with-redis.sh"
+                    )
+                });
+                let log = self.dir.join("redis.log");
+                let _ = std::fs::remove_file(&log);
+                // An append-only file in the test's own dir: what was acknowledged before the
+                // SIGKILL is there after the restart (every write reaches the file before its
+                // reply; only the fsync is once a second, and the machine does not crash).
+                let child = Command::new(binary)
+                    .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                    .arg("--dir")
+                    .arg(&self.dir)
+                    .arg("--logfile")
+                    .arg(&log)
+                    .args(["--save", "", "--appendonly", "yes", "--daemonize", "no"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                self.child = Some(child);
+                let until = Instant::now() + Duration::from_secs(10);
+                while !std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("Ready to accept connections")
+                {
+                    assert!(Instant::now() < until, "redis-server not ready within 10 s");
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
@@ -373,12 +532,15 @@ where
     }
 }
 
-/// Generates one module per broker (`mod nats` with feature `nats`), each with one
+/// Generates one module per broker (`mod nats` with feature `nats`, `mod redis` with feature
+/// `redis`), each with one
 /// `#[tokio::test]` per shared test function, which takes the broker's [`Kind`].
 macro_rules! per_broker {
     ($($test:ident),* $(,)?) => {
         #[cfg(feature = "nats")]
         crate::brokers::per_broker!(@broker nats, Nats, $($test),*);
+        #[cfg(feature = "redis")]
+        crate::brokers::per_broker!(@broker redis, Redis, $($test),*);
     };
     (@broker $module:ident, $kind:ident, $($test:ident),*) => {
         mod $module {
