@@ -73,7 +73,7 @@ const BODY_FIELD: &str = "body";
 /// ```no_run
 /// # async fn run() -> eventdriven::Result<()> {
 /// use eventdriven::prelude::*;
-/// use eventdriven::bridge::{::redis::Redis, Bridge};
+/// use eventdriven::bridge::{redis::Redis, Bridge};
 ///
 /// #[derive(Event, Clone, Debug, Serialize, Deserialize)]
 /// #[event(name = "payment.completed")]
