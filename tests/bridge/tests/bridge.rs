@@ -6,6 +6,8 @@
 //! - events appended to a store reach the broker through the relay, also across SIGKILLs of
 //!   the process that appends and relays them;
 //! - two OS processes of one consumer group split 10,000 events: none lost, none twice;
+//! - the messages a consumer process held when it was killed (SIGKILL) go to another process
+//!   of its group after the ack wait;
 //! - the broker killed for 5 s mid-stream and restarted: everything arrives;
 //! - malformed, unknown, oversize, incomplete and undecodable input is dead-lettered with the
 //!   reason and the consumer goes on;
@@ -47,6 +49,8 @@ per_broker!(
     stored_events_reach_the_broker_through_the_relay,
     two_processes_split_the_work,
     work_sharing_child,
+    a_killed_consumers_messages_go_to_the_others,
+    stuck_consumer_child,
     a_broker_outage_loses_nothing,
     malformed_input_is_dead_lettered_and_the_consumer_goes_on,
     a_failing_subscriber_is_retried_then_dead_lettered,
@@ -413,6 +417,128 @@ async fn work_sharing_child(kind: Kind) {
     );
     println!("{name}: {:?}", app.bridge("in").unwrap().stats());
     app.shutdown().await.unwrap();
+}
+
+// --- a consumer killed while it holds messages ---------------------------------------------------
+
+/// Takes every event and never finishes it (writing its order down first).
+struct Stuck {
+    out: Arc<Mutex<std::fs::File>>,
+}
+
+#[handlers]
+impl Stuck {
+    #[subscribe]
+    async fn placed(&mut self, event: &OrderPlaced) {
+        writeln!(self.out.lock().unwrap(), "{}", event.order).unwrap();
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The events a consumer holds (received, never acked) when it is killed are delivered to
+/// another process of its group once the ack wait is over (Redis: claimed from the dead
+/// consumer's pending list; NATS: redelivered by the server).
+async fn a_killed_consumers_messages_go_to_the_others(kind: Kind) {
+    const N: u64 = 20;
+    let Some(broker) = Broker::shared(kind) else {
+        return;
+    };
+    let dir = TempDir::new("eventdriven-bridge-stuck");
+    let dir_text = dir.0.to_str().unwrap().to_owned();
+    let test = format!(
+        "{}::stuck_consumer_child",
+        format!("{kind:?}").to_lowercase()
+    );
+    let mut child = ChildGuard::spawn(
+        &test,
+        dir.0.join("stuck.log"),
+        &[
+            (CHILD_DIR, &dir_text),
+            (CHILD_NAME, "stuck"),
+            (CHILD_URL, &broker.url),
+            (CHILD_SPACE, &broker.space),
+        ],
+    );
+    let ready = dir.0.join("stuck.ready");
+    assert!(
+        eventually(Duration::from_secs(60), || ready.exists()).await,
+        "child not ready: {}",
+        child.output()
+    );
+    let producer = producer_app(&broker).await;
+    for order in 0..N {
+        producer.publish(OrderPlaced { order }).await.unwrap();
+    }
+    // It holds a message (more wait in its mailbox and in flight), then dies.
+    assert!(
+        eventually(WAIT, || !handled_by(&dir.0, "stuck").is_empty()).await,
+        "the child took nothing: {}",
+        child.output()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.child.kill().unwrap();
+    assert!(child.wait_for(Duration::from_secs(10)).is_some());
+
+    let seen = Seen::default();
+    let consumer = App::builder()
+        .actor(Recorder { seen: seen.clone() })
+        .bridge(
+            broker
+                .bridge("in")
+                .consume::<OrderPlaced>()
+                .group("stuck")
+                .ack_wait(Duration::from_secs(1)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let all = || seen.orders().into_iter().collect::<HashSet<_>>().len() as u64 == N;
+    assert!(
+        eventually(WAIT, all).await,
+        "{} of {N} after the kill ({} held by the killed process)",
+        seen.len(),
+        handled_by(&dir.0, "stuck").len()
+    );
+    assert!(settled(&consumer, "in").await);
+    let stats = consumer.bridge("in").unwrap().stats();
+    assert!(
+        stats.received >= N && consumer.dead_letters().is_empty(),
+        "{stats:?}"
+    );
+    producer.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+}
+
+/// Run alone by [`a_killed_consumers_messages_go_to_the_others`] with its variables: a consumer
+/// whose subscriber never finishes, until it is killed. Without them, a no-op.
+async fn stuck_consumer_child(kind: Kind) {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let var = |name: &str| std::env::var(name).unwrap();
+    let name = var(CHILD_NAME);
+    let broker = Broker::at(kind, var(CHILD_URL), var(CHILD_SPACE));
+    let out = std::fs::File::create(dir.join(format!("{name}.handled"))).unwrap();
+    let _app = App::builder()
+        .actor(Stuck {
+            out: Arc::new(Mutex::new(out)),
+        })
+        .bridge(
+            broker
+                .bridge("in")
+                .consume::<OrderPlaced>()
+                .group("stuck")
+                .ack_wait(Duration::from_secs(1))
+                .max_in_flight(8),
+        )
+        .build()
+        .await
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}.ready")), b"").unwrap();
+    // Until killed (a bound in case the parent is gone).
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    panic!("never killed");
 }
 
 // --- outage ------------------------------------------------------------------------------------
