@@ -428,6 +428,13 @@ impl Settler {
         if ids.is_empty() {
             return Ok(());
         }
+        if millis(delay) > self.ack_wait {
+            tracing::debug!(
+                ?delay,
+                ack_wait_ms = self.ack_wait,
+                "Redis redelivery delay capped at the ack wait"
+            );
+        }
         let idle = self.ack_wait.saturating_sub(millis(delay));
         self.claim(ids, idle).await
     }
