@@ -1248,3 +1248,53 @@ async fn relay_crash_child(kind: Kind) {
     relay.stop().await;
     app.shutdown().await.unwrap();
 }
+
+// --- broker-specific settings ----------------------------------------------------------------------
+
+/// What only one broker has, beyond the shared suite.
+#[cfg(feature = "redis")]
+mod redis_only {
+    use super::*;
+    use eventdriven::bridge::{redis::Redis, Bridge};
+
+    /// `max_len` caps the stream with `XADD ... MAXLEN ~`: Redis trims whole nodes, so the
+    /// stream keeps at least the cap and somewhat more, never everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn max_len_caps_the_stream() {
+        const N: u64 = 1_000;
+        const CAP: usize = 100;
+        let Some(broker) = Broker::shared(Kind::Redis) else {
+            return;
+        };
+        let producer = App::builder()
+            .bridge(
+                Bridge::new(
+                    "out",
+                    Redis::new(broker.url.clone())
+                        .stream(broker.space.clone())
+                        .max_len(CAP),
+                )
+                .publish::<OrderPlaced>(),
+            )
+            .build()
+            .await
+            .unwrap();
+        for order in 0..N {
+            producer.publish(OrderPlaced { order }).await.unwrap();
+        }
+        let bridge = producer.bridge("out").unwrap();
+        assert!(eventually(WAIT, || bridge.stats().published == N).await);
+        let client = ::redis::Client::open(broker.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let len: u64 = ::redis::cmd("XLEN")
+            .arg(&broker.space)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            (CAP as u64..N / 2).contains(&len),
+            "{len} entries kept of {N}, cap ~{CAP}"
+        );
+        producer.shutdown().await.unwrap();
+    }
+}
