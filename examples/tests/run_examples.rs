@@ -327,3 +327,99 @@ fn product_catalog_on_postgres() {
         assert_product_catalog(&out, "postgres (chosen by --store or EVENTDRIVEN_STORE)");
     }
 }
+
+/// The URL of a broker the tests were given in `var`, or `None` when they are to be skipped:
+/// outside CI with `skip=1` only (as the bridge suite does); a missing URL fails otherwise.
+#[cfg(feature = "nats")]
+fn broker_url(var: &str, skip: &str, script: &str) -> Option<String> {
+    if let Some(url) = std::env::var(var).ok().filter(|url| !url.is_empty()) {
+        return Some(url);
+    }
+    if std::env::var(skip).as_deref() == Ok("1") && std::env::var("CI").as_deref() != Ok("true") {
+        eprintln!("!!!!!!!! SKIPPED: distributed_orders ({skip}=1 and no {var}) !!!!!!!!");
+        return None;
+    }
+    panic!(
+        "{var} is not set: run the tests through {script}, point {var} at your own server, \
+         or (outside CI) set {skip}=1 to skip them"
+    );
+}
+
+/// `distributed_orders` on `broker`: two child processes, the orders' outcomes, and each
+/// order's correlation id in both processes.
+#[cfg(feature = "nats")]
+fn assert_distributed_orders(broker: &str) {
+    let out = run_with("distributed_orders", &["--broker", broker]);
+    assert_lines(
+        &out,
+        &[
+            &format!("== two processes on {broker} (run "),
+            "[fulfillment] #1 reserved 2 item(s)",
+            "[fulfillment] #1 charged $29.99 to alice (PAY-0001)",
+            "[fulfillment] #1 dispatched to Springfield as TRK-0001",
+            "[fulfillment] #2 declined: insufficient funds: $5.00 available, $39.98 due",
+            "[fulfillment] #2 stock released",
+            "[fulfillment] #3 shipment timed out after 300ms",
+            "[fulfillment] #3 refunded $24.99 to dave (PAY-0002)",
+            "[fulfillment] #3 stock released",
+            "[orders]      carol's order refused: an order needs at least one item (nothing stored)",
+            "[fulfillment] shop.closed arrived: 3 order(s) in all",
+            "   #1 alice  Confirmed { tracking: \"TRK-0001\" }",
+            "   #2 bob    Cancelled { reason: \"insufficient funds: $5.00 available, $39.98 due\" }",
+            "   #3 dave   Cancelled { reason: \"shipment timed out after 300ms\" }",
+            "== every order reached its expected state",
+            "== the fulfillment process ended: exit status: 0",
+            "== the orders process ended: exit status: 0",
+            "== both processes succeeded",
+        ],
+    );
+    // Each order's correlation id, printed by the orders process when it was placed, is the
+    // one the fulfillment process saw and the one of the outcome that came back.
+    for (order, customer) in [(1, "alice"), (2, "bob"), (3, "dave")] {
+        let placed = format!("[orders]      #{order} placed by {customer} for ");
+        let correlation = out
+            .lines()
+            .find_map(|line| line.strip_prefix(placed.as_str()))
+            .and_then(|rest| rest.split("correlation ").nth(1))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("no line {placed:?} in:\n{out}"));
+        let arrived = format!("#{order} order.placed arrived: {customer} ");
+        let back = format!("[orders]      #{order} fulfillment.");
+        for (what, prefix) in [
+            ("fulfillment", arrived.as_str()),
+            ("outcome", back.as_str()),
+        ] {
+            assert!(
+                out.lines().any(|line| line.contains(prefix)
+                    && line.ends_with(&format!("(correlation {correlation})"))),
+                "#{order}: the {what} line does not carry correlation {correlation}:\n{out}"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn distributed_orders_on_nats() {
+    let Some(url) = broker_url(
+        "EVENTDRIVEN_NATS_URL",
+        "EVENTDRIVEN_SKIP_NATS",
+        "scripts/with-nats.sh",
+    ) else {
+        return;
+    };
+    assert_distributed_orders(&url);
+}
+
+#[cfg(all(feature = "nats", feature = "redis"))]
+#[test]
+fn distributed_orders_on_redis() {
+    let Some(url) = broker_url(
+        "EVENTDRIVEN_REDIS_URL",
+        "EVENTDRIVEN_SKIP_REDIS",
+        "scripts/with-redis.sh",
+    ) else {
+        return;
+    };
+    assert_distributed_orders(&url);
+}
