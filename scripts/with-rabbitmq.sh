@@ -65,9 +65,13 @@ if [ ! -x "$server" ]; then
     rm -f "$install_log"
     [ -x "$server" ] || die "rabbitmq-server installed, but $server is missing"
 fi
-epmd_bin=$(command -v epmd 2>/dev/null || ls /usr/lib/erlang/erts-*/bin/epmd 2>/dev/null | head -n 1) ||
-    die "no epmd found (it comes with Erlang)"
-[ -x "$epmd_bin" ] || die "no epmd found (it comes with Erlang)"
+epmd_bin=$(command -v epmd 2>/dev/null) || epmd_bin=
+if [ -z "$epmd_bin" ]; then
+    for candidate in /usr/lib/erlang/erts-*/bin/epmd; do
+        [ -x "$candidate" ] && epmd_bin=$candidate
+    done
+fi
+[ -n "$epmd_bin" ] || die "no epmd found (it comes with Erlang)"
 export EVENTDRIVEN_RABBITMQ_SERVER="$server"
 
 if [ -n "${EVENTDRIVEN_AMQP_URL:-}" ]; then

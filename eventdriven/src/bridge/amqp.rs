@@ -1,5 +1,5 @@
-//! The RabbitMQ transport (feature `amqp`): AMQP 0.9.1 on the `lapin` client (RabbitMQ 3.8 or
-//! later, for quorum queues).
+//! The RabbitMQ transport (feature `amqp`): AMQP 0.9.1 on the `lapin` client (tested with
+//! RabbitMQ 3.10).
 //!
 //! - **One topic exchange**: every event is published to one durable topic exchange
 //!   (`eventdriven` by default) with the event's name as routing key, persistent delivery
@@ -12,20 +12,26 @@
 //!   property. RabbitMQ does not deduplicate: a publish repeated after a lost confirm is stored
 //!   twice, and idempotent subscribers (the event id is kept) remove the copy. An event no
 //!   queue is bound for is dropped by the exchange, as RabbitMQ does: a consumer group's queue
-//!   exists from the first time one of its processes started.
-//! - **One queue per group**: a bridge's group is a durable quorum queue named
+//!   exists from the first time one of its processes started, so start each group once before
+//!   it must keep events.
+//! - **One queue per group**: a bridge's group is a durable classic queue named
 //!   `<exchange>.<group>`, bound to the exchange with the consumed patterns (`*` stays, a
-//!   final `>` becomes `#`); every process of the group consumes from it, so they share the
-//!   messages (competing consumers). `basic.qos` with the bridge's `max_in_flight` as prefetch
-//!   bounds what the broker sends ahead; acks are manual.
+//!   final `>` becomes `#`, which also matches the bare prefix: `order.>` binds `order.#`,
+//!   which routes an event named `order` too); every process of the group consumes from it, so
+//!   they share the messages (competing consumers). `basic.qos` with the bridge's
+//!   `max_in_flight` as prefetch bounds what the broker sends ahead; acks are manual.
 //! - **Settling**: ack is `basic.ack`, reject is `basic.reject` without requeue (the bridge
 //!   dead-lettered it). RabbitMQ has no per-message redelivery delay: a nack holds the
 //!   delivery, unacked, for the delay and then returns it with `basic.nack` (requeue). Held
 //!   messages count against the prefetch meanwhile, and return to the queue at once if the
-//!   connection drops. The delivery count is the quorum queue's `x-delivery-count` header
-//!   plus one (2 for a classic queue's redelivered message), so the bridge's redelivery policy
-//!   also covers crash loops. In-progress signals do nothing: RabbitMQ waits for an ack as long
-//!   as the consumer's connection lives (its `consumer_timeout`, 30 min by default, aside).
+//!   connection drops. A classic queue only flags a delivery as redelivered: the transport
+//!   counts the deliveries of each message (by `message_id`) it received itself, and a
+//!   redelivery it has not seen counts as the second (a quorum queue's `x-delivery-count`,
+//!   where one was declared elsewhere, is used instead). So the bridge's redelivery policy is
+//!   exact for nacks in one process, and a message that crashes process after process is
+//!   seen as delivered twice by each. In-progress signals do nothing: RabbitMQ waits for an
+//!   ack as long as the consumer's connection lives (its `consumer_timeout`, 30 min by
+//!   default, aside).
 //! - **Lag**: `pending` is the queue's ready messages (a passive `queue.declare`); `unacked`
 //!   is what this process holds (RabbitMQ tells the other consumers' count only through its
 //!   management API).
@@ -542,11 +548,9 @@ impl Subscription for AmqpSubscription {
             let max = max.max(1);
             let mut messages = VecDeque::with_capacity(max);
             // The first message waits up to a second; the rest are those already here.
-            let first = match tokio::time::timeout(FETCH_WAIT, self.consumer.next()).await {
-                Err(_) => None,
-                Ok(next) => Some(next),
-            };
-            let mut next = first;
+            let mut next = tokio::time::timeout(FETCH_WAIT, self.consumer.next())
+                .await
+                .ok();
             while let Some(item) = next.take() {
                 match item {
                     None => return Err(unavailable("the RabbitMQ consumer was cancelled")),

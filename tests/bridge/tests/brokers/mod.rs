@@ -221,7 +221,7 @@ pub struct Raw {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Where the broker keeps it (the NATS subject; for Redis, the stream key, a dot and the
-    /// `eventdriven-name` field).
+    /// `eventdriven-name` field; for RabbitMQ, the exchange, a dot and the routing key).
     pub topic: String,
     /// The partition / routing key it went out with.
     pub key: Option<String>,
@@ -256,7 +256,7 @@ pub enum Tap {
         last: String,
     },
     #[cfg(feature = "amqp")]
-    Amqp(amqp::Tap),
+    Amqp(Box<amqp::Tap>),
 }
 
 impl Tap {
@@ -284,7 +284,7 @@ impl Tap {
                 }
             }
             #[cfg(feature = "amqp")]
-            Kind::Amqp => Self::Amqp(amqp::Tap::new(broker).await),
+            Kind::Amqp => Self::Amqp(Box::new(amqp::Tap::new(broker).await)),
         }
     }
 
@@ -574,7 +574,7 @@ where
 }
 
 /// Generates one module per broker (`mod nats` with feature `nats`, `mod redis` with feature
-/// `redis`), each with one
+/// `redis`, `mod amqp` with feature `amqp`), each with one
 /// `#[tokio::test]` per shared test function, which takes the broker's [`Kind`].
 macro_rules! per_broker {
     ($($test:ident),* $(,)?) => {
