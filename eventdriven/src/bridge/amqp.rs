@@ -25,7 +25,7 @@
 //!   delivery, unacked, for the delay and then returns it with `basic.nack` (requeue). Held
 //!   messages count against the prefetch meanwhile, and return to the queue at once if the
 //!   connection drops. A classic queue only flags a delivery as redelivered: the transport
-//!   counts the deliveries of each message (by `message_id`) it received itself, and a
+//!   counts the deliveries of each message (by `message_id`, else `ce-id`) it received itself, and a
 //!   redelivery it has not seen counts as the second (a quorum queue's `x-delivery-count`,
 //!   where one was declared elsewhere, is used instead). So the bridge's redelivery policy is
 //!   exact for nacks in one process, and a message that crashes process after process is
@@ -253,7 +253,7 @@ impl Amqp {
             // Whatever it still holds goes back to the queue on the broker's side.
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
-                dead.connection.close(0, "reconnecting".into()),
+                dead.connection.close(200, "reconnecting".into()),
             )
             .await;
         }
@@ -623,7 +623,17 @@ impl AmqpMessage {
                 }
             }
         }
-        let id = properties.message_id().as_ref().map(|id| id.to_string());
+        // The message id the bridge sets; a foreign binary-mode producer's `ce-id` otherwise.
+        let id = properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string())
+            .or_else(|| {
+                headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("ce-id"))
+                    .map(|(_, value)| value.clone())
+            });
         let counted = subscription
             .counts
             .delivered(id.as_deref(), delivery.redelivered);
