@@ -7,7 +7,7 @@
 //! only a [`Transport`]: publish one message and wait for the broker's acknowledgement,
 //! fetch messages for a consumer group, ack / nack with a delay / reject one, report lag.
 //! The NATS JetStream transport is [`nats::Nats`] (feature `nats`), the Redis Streams one
-//! [`redis::Redis`] (feature `redis`).
+//! [`redis::Redis`] (feature `redis`), the RabbitMQ one [`amqp::Amqp`] (feature `amqp`).
 //!
 //! # Outbound: at least once from the event store to the broker
 //!
@@ -78,6 +78,8 @@
 //! to encode: those its actors subscribe to (serde types) and those registered with
 //! [`Bridge::event`].
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 mod inbound;
 #[cfg(feature = "nats")]
 pub mod nats;

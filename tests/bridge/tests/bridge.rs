@@ -1,5 +1,5 @@
 //! The bridge conformance suite: one set of tests, run against every broker transport
-//! (`per_broker!`; today NATS JetStream and Redis Streams), on real servers started by the project's scripts.
+//! (`per_broker!`; today NATS JetStream, Redis Streams and RabbitMQ), on real servers started by the project's scripts.
 //!
 //! - a round trip between two apps, every CloudEvents attribute checked on the wire, in
 //!   structured and binary mode, correlation and causation preserved;
@@ -19,7 +19,7 @@
 //! - name patterns and partition keys choose what goes out, and how;
 //! - an event the broker never acknowledged is dead-lettered, and a retry publishes it.
 
-#![cfg(any(feature = "nats", feature = "redis"))]
+#![cfg(any(feature = "nats", feature = "redis", feature = "amqp"))]
 
 mod brokers;
 // The child processes and temp dirs of the kill -9 tests (with code for `eventdriven-tests`'
@@ -117,6 +117,19 @@ async fn producer_app(broker: &Broker) -> App {
         .build()
         .await
         .unwrap()
+}
+
+/// Makes consumer group `group` exist at the broker before the events it must get are
+/// published, by starting one consumer of it once: RabbitMQ keeps only what reaches a queue,
+/// and a group's queue is declared by its first consumer (the other brokers keep the stream
+/// and read it from its start).
+async fn prepare_group(broker: &Broker, group: &str) {
+    let seen = Seen::default();
+    recorder_app(broker, group, &seen)
+        .await
+        .shutdown()
+        .await
+        .unwrap();
 }
 
 async fn settled(app: &App, name: &str) -> bool {
@@ -244,6 +257,7 @@ async fn stored_events_reach_the_broker_through_the_relay(kind: Kind) {
         return;
     };
     let store = Store::memory();
+    prepare_group(&broker, "relayed").await;
     let producer = producer_app(&broker).await;
     let relay = Relay::new(store.clone(), &producer).start().await.unwrap();
     let mut last = 0;
@@ -870,6 +884,7 @@ async fn a_slow_subscriber_bounds_what_is_in_flight(kind: Kind) {
     let Some(broker) = Broker::shared(kind) else {
         return;
     };
+    prepare_group(&broker, "in").await;
     let producer = producer_app(&broker).await;
     for order in 0..N {
         producer.publish(OrderPlaced { order }).await.unwrap();
@@ -923,6 +938,7 @@ async fn shutdown_mid_stream_loses_nothing(kind: Kind) {
     let Some(broker) = Broker::shared(kind) else {
         return;
     };
+    prepare_group(&broker, "g").await;
     let producer = producer_app(&broker).await;
     for order in 0..N {
         producer.publish(OrderPlaced { order }).await.unwrap();
@@ -1133,6 +1149,7 @@ async fn stored_events_reach_the_broker_across_kill_9(kind: Kind) {
     let Some(broker) = Broker::shared(kind) else {
         return;
     };
+    prepare_group(&broker, "crash").await;
     let dir = TempDir::new("eventdriven-bridge-crash");
     let dir_text = dir.0.to_str().unwrap().to_owned();
     let test = format!("{}::relay_crash_child", format!("{kind:?}").to_lowercase());

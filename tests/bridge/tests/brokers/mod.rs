@@ -1,10 +1,12 @@
 //! The broker of each transport for the bridge conformance suite (`per_broker!`): NATS
 //! JetStream (feature `nats`) on the server of `EVENTDRIVEN_NATS_URL` (started by
 //! `scripts/with-nats.sh`), Redis Streams (feature `redis`) on the server of
-//! `EVENTDRIVEN_REDIS_URL` (started by `scripts/with-redis.sh`), or, for the outage test, a
-//! server of the test's own started from `EVENTDRIVEN_NATS_SERVER` / `EVENTDRIVEN_REDIS_SERVER`
-//! (Redis with an append-only file, so its data survives the restart) so it can be stopped and
-//! restarted. Every test gets names of its
+//! `EVENTDRIVEN_REDIS_URL` (started by `scripts/with-redis.sh`), RabbitMQ (feature `amqp`) on
+//! the node of `EVENTDRIVEN_AMQP_URL` (started by `scripts/with-rabbitmq.sh`), or, for the
+//! outage test, a server of the test's own started from `EVENTDRIVEN_NATS_SERVER` /
+//! `EVENTDRIVEN_REDIS_SERVER` / `EVENTDRIVEN_RABBITMQ_SERVER` (Redis with an append-only file,
+//! RabbitMQ on a data dir of its own, so their data survives the restart) so it can be stopped
+//! and restarted. Every test gets names of its
 //! own (stream, subjects, groups), so tests run side by side on one server. A later broker adds
 //! a `Kind` and one arm in each `match`.
 
@@ -13,11 +15,16 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
+#[cfg(any(feature = "nats", feature = "redis"))]
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use eventdriven::bridge::Bridge;
+
+#[cfg(feature = "amqp")]
+mod amqp;
 
 /// How long one test may take, all included.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -29,6 +36,8 @@ pub enum Kind {
     Nats,
     #[cfg(feature = "redis")]
     Redis,
+    #[cfg(feature = "amqp")]
+    Amqp,
 }
 
 /// A name no other test (of this or another process) uses: letters, digits and `_`.
@@ -59,6 +68,12 @@ fn env_names(kind: Kind) -> (&'static str, &'static str, &'static str) {
             "EVENTDRIVEN_REDIS_URL",
             "EVENTDRIVEN_SKIP_REDIS",
             "scripts/with-redis.sh",
+        ),
+        #[cfg(feature = "amqp")]
+        Kind::Amqp => (
+            "EVENTDRIVEN_AMQP_URL",
+            "EVENTDRIVEN_SKIP_AMQP",
+            "scripts/with-rabbitmq.sh",
         ),
     }
 }
@@ -139,6 +154,11 @@ impl Broker {
                 name,
                 eventdriven::bridge::redis::Redis::new(self.url.clone()).stream(self.space.clone()),
             ),
+            #[cfg(feature = "amqp")]
+            Kind::Amqp => Bridge::new(
+                name,
+                eventdriven::bridge::amqp::Amqp::new(self.url.clone()).exchange(self.space.clone()),
+            ),
         }
     }
 
@@ -180,6 +200,8 @@ impl Broker {
                 xadd.arg("body").arg(body);
                 let _: String = xadd.query_async(&mut conn).await.unwrap();
             }
+            #[cfg(feature = "amqp")]
+            Kind::Amqp => amqp::publish_raw(self, name, headers, body).await,
         }
     }
 
@@ -199,7 +221,7 @@ pub struct Raw {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Where the broker keeps it (the NATS subject; for Redis, the stream key, a dot and the
-    /// `eventdriven-name` field).
+    /// `eventdriven-name` field; for RabbitMQ, the exchange, a dot and the routing key).
     pub topic: String,
     /// The partition / routing key it went out with.
     pub key: Option<String>,
@@ -233,6 +255,8 @@ pub enum Tap {
         stream: String,
         last: String,
     },
+    #[cfg(feature = "amqp")]
+    Amqp(Box<amqp::Tap>),
 }
 
 impl Tap {
@@ -259,6 +283,8 @@ impl Tap {
                     last: "0-0".to_owned(),
                 }
             }
+            #[cfg(feature = "amqp")]
+            Kind::Amqp => Self::Amqp(Box::new(amqp::Tap::new(broker).await)),
         }
     }
 
@@ -278,6 +304,8 @@ impl Tap {
             Self::Redis { conn, stream, last } => {
                 Self::next_redis(conn, stream, last, timeout).await
             }
+            #[cfg(feature = "amqp")]
+            Self::Amqp(tap) => tap.next(timeout).await,
         }
     }
 
@@ -367,6 +395,8 @@ impl Tap {
 struct OwnServer {
     kind: Kind,
     port: u16,
+    /// The Erlang node name (RabbitMQ), the same across restarts.
+    node: String,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -383,6 +413,7 @@ impl OwnServer {
         let mut server = Self {
             kind,
             port,
+            node: format!("{}@localhost", unique_name("edown")),
             dir,
             child: None,
         };
@@ -396,6 +427,8 @@ impl OwnServer {
             Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
             #[cfg(feature = "redis")]
             Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            #[cfg(feature = "amqp")]
+            Kind::Amqp => format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port),
         }
     }
 
@@ -478,11 +511,19 @@ impl OwnServer {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+            #[cfg(feature = "amqp")]
+            Kind::Amqp => {
+                self.child = Some(amqp::start_node(self.port, &self.node, &self.dir));
+            }
         }
     }
 
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            #[cfg(feature = "amqp")]
+            if self.kind == Kind::Amqp {
+                amqp::kill_node(&child, self.port);
+            }
             let _ = child.kill();
             let until = Instant::now() + Duration::from_secs(10);
             while child.try_wait().unwrap().is_none() {
@@ -533,7 +574,7 @@ where
 }
 
 /// Generates one module per broker (`mod nats` with feature `nats`, `mod redis` with feature
-/// `redis`), each with one
+/// `redis`, `mod amqp` with feature `amqp`), each with one
 /// `#[tokio::test]` per shared test function, which takes the broker's [`Kind`].
 macro_rules! per_broker {
     ($($test:ident),* $(,)?) => {
@@ -541,6 +582,8 @@ macro_rules! per_broker {
         crate::brokers::per_broker!(@broker nats, Nats, $($test),*);
         #[cfg(feature = "redis")]
         crate::brokers::per_broker!(@broker redis, Redis, $($test),*);
+        #[cfg(feature = "amqp")]
+        crate::brokers::per_broker!(@broker amqp, Amqp, $($test),*);
     };
     (@broker $module:ident, $kind:ident, $($test:ident),*) => {
         mod $module {
