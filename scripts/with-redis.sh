@@ -23,21 +23,12 @@
 # bounded.
 set -euo pipefail
 
-log() { printf 'with-redis: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+SERVER_SCRIPT=with-redis
+# shellcheck source=lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 
 [ "$#" -gt 0 ] || die "usage: $0 CMD [ARGS...]"
 
-# Runs its arguments with a time limit when coreutils' timeout is available.
-bounded() {
-    local limit=$1
-    shift
-    if command -v timeout >/dev/null 2>&1; then
-        timeout "$limit" "$@"
-    else
-        "$@"
-    fi
-}
 
 # --- locate (or install) the server binary ---------------------------------------------------
 
@@ -49,27 +40,8 @@ find_server() {
     command -v redis-server 2>/dev/null
 }
 
-install_server() {
-    local install_log sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "no redis-server found and not root (no sudo) to install it"
-        sudo=(sudo)
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "no redis-server found and no apt-get to install it"
-    install_log=$(mktemp)
-    log "installing the redis-server Debian package"
-    if ! { bounded 300 "${sudo[@]}" apt-get update &&
-        bounded 600 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends redis-server; } >"$install_log" 2>&1; then
-        cat "$install_log" >&2
-        rm -f "$install_log"
-        die "installing the redis-server Debian package failed"
-    fi
-    rm -f "$install_log"
-}
-
 if ! server=$(find_server); then
-    install_server
+    apt_install redis-server redis-server 600
     server=$(find_server) || die "redis-server installed, but not found"
 fi
 export EVENTDRIVEN_REDIS_SERVER="$server"
@@ -80,22 +52,6 @@ fi
 log "using $("$server" --version 2>&1) from $server"
 
 # --- a free loopback port ------------------------------------------------------------------------
-
-free_port() {
-    local port
-    if command -v python3 >/dev/null 2>&1 &&
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null); then
-        printf '%s\n' "$port"
-        return 0
-    fi
-    for ((port = 46380 + RANDOM % 2000; port < 65000; port++)); do
-        if ! bounded 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-            printf '%s\n' "$port"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # Sends PING over a plain TCP connection (no redis-cli needed); true on +PONG.
 ping() {
@@ -110,19 +66,6 @@ child=
 server_pid=
 
 # (SC2317: shellcheck thinks code reached only from the traps is unreachable.)
-# shellcheck disable=SC2317
-stop_pid() {
-    local pid=$1
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
-
 # shellcheck disable=SC2317
 cleanup() {
     local status=$?
