@@ -4,7 +4,7 @@
 pub(crate) mod builder;
 pub(crate) mod routing;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     /// For subscriptions without a policy of their own or their actor's.
     pub(crate) retry: Option<RetryPolicy>,
+    /// Whether each handler's latency is measured (`AppBuilder::handler_latency`).
+    pub(crate) handler_latency: bool,
 }
 
 /// What every actor's context and the app handle share.
@@ -352,10 +354,22 @@ pub struct ActorStats {
     pub peak: usize,
     /// Messages handled (successfully or not).
     pub handled: u64,
+    /// Handler runs that failed (an error or a panic); a retried message counts once per
+    /// failed attempt.
+    pub failed: u64,
+    /// Retries scheduled after a failure.
+    pub retried: u64,
+    /// Messages of this actor that went to the dead letters (after their retries, expired,
+    /// or left at shutdown).
+    pub dead_lettered: u64,
     /// Handlers that panicked.
     pub panics: u64,
     /// Messages of ordered subscriptions parked behind a failed message of their key.
     pub parked: u64,
+    /// How long its handlers took, when measured
+    /// ([`AppBuilder::handler_latency`](crate::AppBuilder::handler_latency)) and once a
+    /// message was handled.
+    pub latency: Option<crate::observe::LatencySummary>,
 }
 
 /// The app's figures, from [`App::stats`].
@@ -368,9 +382,30 @@ pub struct Stats {
     pub dead_letters: usize,
     /// Scheduled messages not yet due.
     pub scheduled: usize,
+    /// Each running bridge's figures, by bridge name.
+    #[cfg(feature = "bridge")]
+    pub bridges: Vec<(String, crate::bridge::BridgeStats)>,
+}
+
+/// An [`App`] that does not keep it alive (for tasks that should end with it).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[derive(Clone)]
+pub(crate) struct WeakApp(std::sync::Weak<AppInner>);
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+impl WeakApp {
+    pub(crate) fn upgrade(&self) -> Option<App> {
+        self.0.upgrade().map(|inner| App { inner })
+    }
 }
 
 impl App {
+    /// A handle that does not keep the app alive.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> WeakApp {
+        WeakApp(Arc::downgrade(&self.inner))
+    }
+
     /// A builder with default settings: send timeout 30 s inside handlers, shutdown deadline
     /// 30 s.
     pub fn builder() -> AppBuilder {
@@ -624,18 +659,36 @@ impl App {
                 .shared()
                 .mailboxes
                 .iter()
-                .map(|core| ActorStats {
-                    actor: core.actor,
-                    capacity: core.capacity,
-                    queued: core.queued(),
-                    peak: core.peak(),
-                    handled: core.done(),
-                    panics: core.panics(),
-                    parked: core.parked.load(Ordering::Relaxed),
+                .map(|core| {
+                    let counters = core.counters_if_any();
+                    let count = |get: fn(&crate::observe::Counters) -> &AtomicU64| {
+                        counters.map_or(0, |c| get(c).load(Ordering::Relaxed))
+                    };
+                    ActorStats {
+                        actor: core.actor,
+                        capacity: core.capacity,
+                        queued: core.queued(),
+                        peak: core.peak(),
+                        handled: core.done(),
+                        failed: count(|c| &c.failed),
+                        retried: count(|c| &c.retried),
+                        dead_lettered: count(|c| &c.dead_lettered),
+                        panics: core.panics(),
+                        parked: core.parked.load(Ordering::Relaxed),
+                        latency: counters
+                            .and_then(crate::observe::Counters::latency_if_any)
+                            .map(crate::observe::Latency::summary),
+                    }
                 })
                 .collect(),
             dead_letters: self.dead_letters().len(),
             scheduled: self.shared().scheduler.len(),
+            #[cfg(feature = "bridge")]
+            bridges: self
+                .bridges()
+                .iter()
+                .map(|b| (b.name().to_owned(), b.stats()))
+                .collect(),
         }
     }
 
@@ -727,6 +780,10 @@ impl App {
                 );
             }
         }
+        // Spans kept for messages still to be handled may close now; the last figures go out.
+        crate::observe::forget_senders();
+        #[cfg(feature = "metrics")]
+        crate::observe::export::once(self);
         if drained {
             Ok(())
         } else {
