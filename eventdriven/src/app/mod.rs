@@ -52,6 +52,10 @@ pub enum IncomingError {
     /// The payload does not decode into the subscribed type (or its schema version differs).
     #[error("incoming event does not decode: {0}")]
     Decode(String),
+    /// The event failed its type's validation hook
+    /// ([`AppBuilder::validate`](crate::AppBuilder::validate)).
+    #[error("incoming event is invalid: {0}")]
+    Invalid(String),
     /// The app did not take it (it is shutting down).
     #[error(transparent)]
     Refused(Error),
@@ -923,10 +927,10 @@ impl App {
             Some(Err(e)) => return Err(IncomingError::Decode(e.to_string())),
             None => return Err(IncomingError::NoSubscriber { name: event.name }),
         };
-        publishing
-            .await
-            .map(Handled)
-            .map_err(IncomingError::Refused)
+        publishing.await.map(Handled).map_err(|e| match e {
+            Error::Invalid { .. } => IncomingError::Invalid(e.to_string()),
+            e => IncomingError::Refused(e),
+        })
     }
 
     /// Records a dead letter for input that came from outside and could not be taken (an
@@ -947,6 +951,7 @@ impl App {
     /// Publishes `event` at `at` (tokio's clock).
     pub fn publish_at<E: Event>(&self, event: E, at: Instant) -> Result<Scheduled> {
         self.accept::<E>()?;
+        self.shared().routes.validate(&event)?;
         Ok(self.inner.shared.schedule_publish(Envelope::new(event), at))
     }
 

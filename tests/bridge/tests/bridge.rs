@@ -9,8 +9,8 @@
 //! - the messages a consumer process held when it was killed (SIGKILL) go to another process
 //!   of its group after the ack wait;
 //! - the broker killed for 5 s mid-stream and restarted: everything arrives;
-//! - malformed, unknown, oversize, incomplete and undecodable input is dead-lettered with the
-//!   reason and the consumer goes on;
+//! - malformed, unknown, oversize, incomplete, undecodable and invalid (refused by the app's
+//!   validation hook) input is dead-lettered with the reason and the consumer goes on;
 //! - a failing subscriber is retried, then dead-lettered, and the broker acked;
 //! - a message not done in time is redelivered by the broker, and dead-lettered after the
 //!   bridge's redelivery policy;
@@ -619,6 +619,10 @@ async fn malformed_input_is_dead_lettered_and_the_consumer_goes_on(kind: Kind) {
     let seen = Seen::default();
     let consumer = App::builder()
         .actor(Recorder { seen: seen.clone() })
+        .validate(|e: &OrderPlaced| match e.order {
+            13 => Err("order 13 is not accepted".to_owned()),
+            _ => Ok(()),
+        })
         .bridge(
             broker
                 .bridge("in")
@@ -678,6 +682,12 @@ async fn malformed_input_is_dead_lettered_and_the_consumer_goes_on(kind: Kind) {
             ],
             br#"{"order":1}"#.to_vec(),
             "not a message id",
+        ),
+        (
+            "order.placed",
+            vec![],
+            structured("order.placed", 2, json!({ "order": 13 })),
+            "invalid: order 13 is not accepted",
         ),
     ];
     for (name, headers, body, _) in &cases {
