@@ -291,58 +291,6 @@ pub(crate) fn forget_senders() {
     links.order.clear();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buckets_cover_their_values() {
-        let mut last = 0;
-        for ns in [
-            0,
-            1,
-            15,
-            16,
-            17,
-            31,
-            32,
-            100,
-            1_000,
-            65_535,
-            1 << 30,
-            1 << 39,
-        ] {
-            let index = Latency::bucket(ns);
-            assert!(index >= last, "{ns} went to bucket {index} below {last}");
-            last = index;
-            let middle = Latency::value(index);
-            let error = middle.abs_diff(ns) as f64 / ns.max(1) as f64;
-            assert!(error <= 1.0 / 16.0 + 1e-9, "{ns} -> {middle}");
-        }
-        assert_eq!(Latency::bucket(u64::MAX), BUCKETS - 1);
-    }
-
-    #[test]
-    fn quantiles_follow_the_recorded_values() {
-        let latency = Latency::new();
-        for us in 1..=100u64 {
-            latency.record(us * 1_000);
-        }
-        let s = latency.summary();
-        assert_eq!(s.count, 100);
-        assert_eq!(s.max, Duration::from_micros(100));
-        assert_eq!(s.mean, Duration::from_nanos(50_500));
-        let near = |d: Duration, us: u64| {
-            let want = us as f64 * 1_000.0;
-            (d.as_nanos() as f64 - want).abs() / want <= 1.0 / 16.0
-        };
-        assert!(near(s.p50, 50), "{s:?}");
-        assert!(near(s.p90, 90), "{s:?}");
-        assert!(near(s.p99, 99), "{s:?}");
-        assert_eq!(Latency::new().summary(), LatencySummary::default());
-    }
-}
-
 /// Every metric [`AppBuilder::metrics`](crate::AppBuilder::metrics) exports: name, kind, what
 /// it measures. Labels: `actor` on the per-actor ones, `bridge` on the bridge ones,
 /// `quantile` (`0.5`, `0.9`, `0.99`, `1`) on the latency gauges, as in a Prometheus summary.
@@ -447,6 +395,26 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "Messages waiting at the broker for the bridge's consumer group.",
     ),
+    (
+        "eventdriven_projection_position",
+        "gauge",
+        "The last store position a projection applied (label projection).",
+    ),
+    (
+        "eventdriven_projection_lag",
+        "gauge",
+        "Stored events a projection has not applied yet.",
+    ),
+    (
+        "eventdriven_projection_applied_total",
+        "counter",
+        "Events a projection applied since it started.",
+    ),
+    (
+        "eventdriven_sagas",
+        "gauge",
+        "Saga instances in the store by saga type and status (labels saga, status).",
+    ),
 ];
 
 /// The exporter behind [`AppBuilder::metrics`](crate::AppBuilder::metrics).
@@ -478,6 +446,7 @@ pub(crate) mod export {
                 }
                 once(&app);
                 lag(&app).await;
+                sagas(&app).await;
             }
         });
     }
@@ -526,6 +495,36 @@ pub(crate) mod export {
                 .absolute(b.dead_lettered + b.publish_dead_lettered);
             gauge!("eventdriven_bridge_in_flight", "bridge" => name).set(b.in_flight as f64);
         }
+        for p in stats.projections {
+            gauge!("eventdriven_projection_position", "projection" => p.name.clone())
+                .set(p.position as f64);
+            gauge!("eventdriven_projection_lag", "projection" => p.name.clone())
+                .set(p.lag() as f64);
+            counter!("eventdriven_projection_applied_total", "projection" => p.name)
+                .absolute(p.applied);
+        }
+    }
+
+    /// Counts the saga instances of each store by type and status.
+    async fn sagas(app: &App) {
+        let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
+        for store in app.saga_stores() {
+            let listed =
+                tokio::time::timeout(Duration::from_secs(5), store.list_sagas(None, usize::MAX))
+                    .await;
+            match listed {
+                Ok(Ok(records)) => {
+                    for record in records {
+                        *counts.entry((record.saga, record.status)).or_default() += 1;
+                    }
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "saga counts not read"),
+                Err(_) => tracing::debug!("saga counts not read within 5 s"),
+            }
+        }
+        for ((saga, status), count) in counts {
+            gauge!("eventdriven_sagas", "saga" => saga, "status" => status).set(count as f64);
+        }
     }
 
     /// Asks each consuming bridge's broker for its lag (bounded by the bridge's own timeout).
@@ -545,5 +544,57 @@ pub(crate) mod export {
         }
         #[cfg(not(feature = "bridge"))]
         let _ = app;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_their_values() {
+        let mut last = 0;
+        for ns in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1_000,
+            65_535,
+            1 << 30,
+            1 << 39,
+        ] {
+            let index = Latency::bucket(ns);
+            assert!(index >= last, "{ns} went to bucket {index} below {last}");
+            last = index;
+            let middle = Latency::value(index);
+            let error = middle.abs_diff(ns) as f64 / ns.max(1) as f64;
+            assert!(error <= 1.0 / 16.0 + 1e-9, "{ns} -> {middle}");
+        }
+        assert_eq!(Latency::bucket(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_follow_the_recorded_values() {
+        let latency = Latency::new();
+        for us in 1..=100u64 {
+            latency.record(us * 1_000);
+        }
+        let s = latency.summary();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.max, Duration::from_micros(100));
+        assert_eq!(s.mean, Duration::from_nanos(50_500));
+        let near = |d: Duration, us: u64| {
+            let want = us as f64 * 1_000.0;
+            (d.as_nanos() as f64 - want).abs() / want <= 1.0 / 16.0
+        };
+        assert!(near(s.p50, 50), "{s:?}");
+        assert!(near(s.p90, 90), "{s:?}");
+        assert!(near(s.p99, 99), "{s:?}");
+        assert_eq!(Latency::new().summary(), LatencySummary::default());
     }
 }

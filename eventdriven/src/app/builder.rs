@@ -520,6 +520,7 @@ impl AppBuilder {
                 tasks: Mutex::new(tasks),
                 #[cfg(feature = "bridge")]
                 bridges: std::sync::OnceLock::new(),
+                observed: Mutex::default(),
             }),
         };
         #[cfg(feature = "bridge")]

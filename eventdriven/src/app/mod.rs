@@ -342,6 +342,16 @@ struct AppInner {
     /// Set once, right after the app is built.
     #[cfg(feature = "bridge")]
     bridges: std::sync::OnceLock<Vec<crate::bridge::BridgeHandle>>,
+    /// Projections and saga stores whose figures `stats` and the metrics exporter report.
+    observed: Mutex<Observed>,
+}
+
+/// What the app reports on besides its actors and bridges.
+#[derive(Default)]
+pub(crate) struct Observed {
+    pub(crate) projections: Vec<crate::projection::ProjectionHandle>,
+    /// The stores of the saga runners made for this app (once each).
+    pub(crate) saga_stores: Vec<crate::store::Store>,
 }
 
 /// Figures for one actor, from [`App::stats`].
@@ -389,6 +399,10 @@ pub struct Stats {
     /// Each running bridge's figures, by bridge name.
     #[cfg(feature = "bridge")]
     pub bridges: Vec<(String, crate::bridge::BridgeStats)>,
+    /// The progress of each projection given to [`App::track_projection`]
+    /// ([`ProjectionStatus::lag`](crate::projection::ProjectionStatus::lag) is how far behind
+    /// the store it is).
+    pub projections: Vec<crate::projection::ProjectionStatus>,
 }
 
 /// An [`App`] that does not keep it alive (for tasks that should end with it).
@@ -693,7 +707,41 @@ impl App {
                 .iter()
                 .map(|b| (b.name().to_owned(), b.stats()))
                 .collect(),
+            projections: self
+                .observed()
+                .projections
+                .iter()
+                .map(crate::projection::ProjectionHandle::status)
+                .collect(),
         }
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.inner
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reports `projection`'s progress in [`stats`](Self::stats) (and through the `metrics`
+    /// exporter: position, lag, events applied) from now on. Projections run beside the app
+    /// (they read the store, not the bus), so the app knows of those it is given.
+    pub fn track_projection(&self, projection: &crate::projection::ProjectionHandle) {
+        self.observed().projections.push(projection.clone());
+    }
+
+    /// Remembers the store of a saga runner made for this app (for saga counts by status).
+    pub(crate) fn track_sagas(&self, store: &crate::store::Store) {
+        let mut observed = self.observed();
+        if !observed.saga_stores.iter().any(|s| s.same_as(store)) {
+            observed.saga_stores.push(store.clone());
+        }
+    }
+
+    /// The saga stores of [`track_sagas`](Self::track_sagas).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn saga_stores(&self) -> Vec<crate::store::Store> {
+        self.observed().saga_stores.clone()
     }
 
     /// Stops taking messages from outside, lets the actors finish every accepted message
