@@ -423,3 +423,16 @@ fn distributed_orders_on_redis() {
     };
     assert_distributed_orders(&url);
 }
+
+#[cfg(all(feature = "nats", feature = "amqp"))]
+#[test]
+fn distributed_orders_on_rabbitmq() {
+    let Some(url) = broker_url(
+        "EVENTDRIVEN_AMQP_URL",
+        "EVENTDRIVEN_SKIP_AMQP",
+        "scripts/with-rabbitmq.sh",
+    ) else {
+        return;
+    };
+    assert_distributed_orders(&url);
+}
