@@ -39,9 +39,13 @@
 //!   ignored and the new owner handles them again (at least once). In-progress signals do
 //!   nothing: a task of the transport polls the consumer all the time, so the group does not
 //!   think a long handling is a dead process.
-//! - **Backpressure**: when as many messages as the bridge's `max_in_flight` wait in the
-//!   transport to be fetched, the assigned partitions are paused (the consumer goes on polling
-//!   for the group's sake) and resumed once the bridge took them.
+//! - **Order and backpressure**: a partition's messages are handed to the bridge one at a
+//!   time, in offset order ([`in_flight_per_partition`](Kafka::in_flight_per_partition)
+//!   allows more), so per-key order holds end to end and commits are exact; a nacked message
+//!   holds up its partition for its delay. The bridge's `max_in_flight` bounds what is handed
+//!   out; what is read ahead waits in the transport, and when
+//!   [`read_ahead`](Kafka::read_ahead) messages wait, the assigned partitions are paused (the
+//!   consumer goes on polling for the group's sake) until the bridge took half.
 //! - **Lag**: `pending` is, over the topic's partitions, the high watermark less the group's
 //!   committed offset (the low watermark where nothing is committed), less what this process
 //!   read and holds or settled above it; `unacked` is what this process read and has not
@@ -137,6 +141,8 @@ pub struct Kafka {
     max_poll_interval: Duration,
     message_timeout: Duration,
     idempotent: bool,
+    per_partition: usize,
+    read_ahead: usize,
     settings: Vec<(String, String)>,
     state: OnceLock<State>,
     group: OnceLock<Group>,
@@ -214,6 +220,8 @@ impl Kafka {
             max_poll_interval: Duration::from_secs(6),
             message_timeout: Duration::from_secs(30),
             idempotent: true,
+            per_partition: 1,
+            read_ahead: 512,
             settings: Vec::new(),
             state: OnceLock::new(),
             group: OnceLock::new(),
@@ -274,6 +282,28 @@ impl Kafka {
     /// idempotent producers.
     pub fn idempotent(mut self, on: bool) -> Self {
         self.idempotent = on;
+        self
+    }
+
+    /// At most `n` messages of one partition handed to the bridge at once (1 by default, at
+    /// least 1). With 1, a partition's messages are handled one after the other, in offset
+    /// order: per-key order holds end to end, every commit is exact, and a process works on
+    /// as many messages at once as it has partitions (within the bridge's `max_in_flight`).
+    /// More lets a partition's messages be handled side by side and settle out of order: the
+    /// settled ones above the commit point then travel in the commit's metadata, which a
+    /// broker that drops commit metadata (tansu 0.6 does) loses, so they are handled again
+    /// after a handover.
+    pub fn in_flight_per_partition(mut self, n: usize) -> Self {
+        self.per_partition = n.max(1);
+        self
+    }
+
+    /// How many messages read from the broker may wait in this process for the bridge to take
+    /// them (512 by default, at least the bridge's `max_in_flight`): past that, the assigned
+    /// partitions are paused until half were taken. They are pending, not in flight: read
+    /// ahead so that each partition's next message is at hand when the one before is done.
+    pub fn read_ahead(mut self, n: usize) -> Self {
+        self.read_ahead = n.max(1);
         self
     }
 
@@ -379,7 +409,9 @@ impl Kafka {
         let shared = Arc::new(Shared {
             topic: self.topic.clone(),
             group: topology.group.clone(),
-            max_in_flight: topology.max_in_flight,
+            per_partition: self.per_partition,
+            read_ahead: self.read_ahead.max(topology.max_in_flight),
+            pace: Notify::new(),
             patterns,
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
@@ -544,10 +576,13 @@ impl Transport for Kafka {
             for (partition, (committed, high)) in marks {
                 let mut behind = u64::try_from(high - committed).unwrap_or(0);
                 if let Some(part) = inner.parts.get(&partition) {
-                    let held = part.open.range(committed..).count() as u64;
+                    // Read but still queued here counts as pending; handed to the bridge (or
+                    // held for a nack's delay) as unacked.
+                    let open = part.open.range(committed..).count();
+                    let handed = open.saturating_sub(part.queue.len()) as u64;
                     let done = part.done.range(committed..).count() as u64;
-                    behind = behind.saturating_sub(held + done);
-                    unacked += part.open.len() as u64;
+                    behind = behind.saturating_sub(handed + done);
+                    unacked += part.busy as u64;
                 }
                 pending += behind;
             }
@@ -634,7 +669,12 @@ fn watermarks(
 struct Shared {
     topic: String,
     group: String,
-    max_in_flight: usize,
+    /// Most messages of one partition handed out at once.
+    per_partition: usize,
+    /// Most messages queued before the partitions are paused.
+    read_ahead: usize,
+    /// The bridge took enough to resume paused partitions.
+    pace: Notify,
     patterns: Vec<Pattern>,
     inner: Mutex<Inner>,
     /// Messages are ready to fetch.
@@ -647,8 +687,11 @@ struct Shared {
 struct Inner {
     /// The assigned partitions.
     parts: HashMap<i32, Part>,
-    /// Read (or due again after a nack) and not yet fetched by the bridge.
-    ready: VecDeque<Arc<Data>>,
+    /// Messages queued in the partitions (read, or due again after a nack, and not yet
+    /// fetched by the bridge).
+    queued: usize,
+    /// Where the next fetch starts among the partitions, so that each gets its turn.
+    cursor: usize,
     /// The last generation given to a partition: messages of an older one are stale.
     generation: u64,
     /// Something to commit.
@@ -667,6 +710,10 @@ struct Part {
     done: BTreeSet<i64>,
     /// One past the highest offset read.
     next: Option<i64>,
+    /// Read (or due again after a nack) and not yet fetched by the bridge, in offset order.
+    queue: VecDeque<Arc<Data>>,
+    /// Handed to the bridge and not settled (a nacked one until its delay is over).
+    busy: usize,
     /// Offsets the previous owner settled above its committed offset (its commit metadata).
     skip: BTreeSet<i64>,
 }
@@ -843,7 +890,8 @@ impl Shared {
             body: message.payload().unwrap_or_default().to_vec(),
             deliveries: 1,
         };
-        inner.ready.push_back(Arc::new(data));
+        part.queue.push_back(Arc::new(data));
+        inner.queued += 1;
         drop(inner);
         self.ready.notify_one();
     }
@@ -854,7 +902,11 @@ impl Shared {
         match inner.parts.get_mut(&data.partition) {
             Some(part) if part.generation == data.generation => {
                 part.settle(data.offset);
+                part.busy = part.busy.saturating_sub(1);
                 inner.dirty = true;
+                drop(inner);
+                // The partition may hand out its next message.
+                self.ready.notify_one();
             }
             _ => tracing::debug!(
                 group = self.group,
@@ -865,17 +917,19 @@ impl Shared {
         }
     }
 
-    /// Hands a message to the bridge again (a nack's delay is over, or a batch was dropped
-    /// before handing it out), unless its partition was revoked since.
+    /// Queues a message again at the head of its partition (a nack's delay is over, or a
+    /// batch was dropped before handing it out), unless its partition was revoked since.
     fn again(&self, data: Arc<Data>, delivered: bool) {
-        let mut inner = lock(&self.inner);
-        let current = inner
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let Some(part) = inner
             .parts
-            .get(&data.partition)
-            .is_some_and(|p| p.generation == data.generation && p.open.contains(&data.offset));
-        if !current {
+            .get_mut(&data.partition)
+            .filter(|p| p.generation == data.generation && p.open.contains(&data.offset))
+        else {
             return;
-        }
+        };
+        part.busy = part.busy.saturating_sub(1);
         let data = if delivered {
             Arc::new(Data {
                 partition: data.partition,
@@ -888,9 +942,42 @@ impl Shared {
         } else {
             data
         };
-        inner.ready.push_front(data);
-        drop(inner);
+        part.queue.push_front(data);
+        inner.queued += 1;
+        drop(guard);
         self.ready.notify_one();
+    }
+
+    /// Takes up to `max` queued messages, at most `per_partition` handed out per partition,
+    /// each partition's in offset order.
+    fn hand_out(&self, max: usize) -> VecDeque<Arc<Data>> {
+        let mut inner = lock(&self.inner);
+        let mut ids: Vec<i32> = inner.parts.keys().copied().collect();
+        ids.sort_unstable();
+        if ids.is_empty() {
+            return VecDeque::new();
+        }
+        let start = inner.cursor % ids.len();
+        ids.rotate_left(start);
+        inner.cursor = inner.cursor.wrapping_add(1);
+        let mut taken = VecDeque::new();
+        for id in ids {
+            let Some(part) = inner.parts.get_mut(&id) else {
+                continue;
+            };
+            while taken.len() < max && part.busy < self.per_partition {
+                let Some(data) = part.queue.pop_front() else {
+                    break;
+                };
+                part.busy += 1;
+                taken.push_back(data);
+            }
+        }
+        inner.queued -= taken.len();
+        if inner.paused && inner.queued <= self.read_ahead / 2 {
+            self.pace.notify_one();
+        }
+        taken
     }
 
     /// The group gave this process `partitions`: fresh offsets, and the settled offsets the
@@ -940,7 +1027,7 @@ impl Shared {
         for id in &ids {
             inner.parts.remove(id);
         }
-        inner.ready.retain(|d| !ids.contains(&d.partition));
+        inner.queued = inner.parts.values().map(|p| p.queue.len()).sum();
         inner.paused = false;
     }
 }
@@ -990,12 +1077,16 @@ async fn drive(
         tokio::select! {
             _ = stopped.changed() => break,
             message = consumer.recv() => match message {
-                Ok(message) => shared.take(&message),
+                Ok(message) => {
+                    shared.take(&message);
+                    pace(&consumer, &shared);
+                }
                 Err(error) => {
                     tracing::debug!(group = shared.group, %error, "Kafka consumer error");
                     tokio::time::sleep(TICK).await;
                 }
             },
+            () = shared.pace.notified() => pace(&consumer, &shared),
             _ = tick.tick() => {
                 if lock(&shared.inner).dirty {
                     shared.commit(consumer.as_ref(), None, CommitMode::Async);
@@ -1006,15 +1097,15 @@ async fn drive(
     }
 }
 
-/// Pauses the assigned partitions while the bridge has `max_in_flight` messages ready,
-/// resumes them once it took half.
+/// Pauses the assigned partitions while the read-ahead is full, resumes them once the bridge
+/// took half.
 fn pace(consumer: &KafkaConsumer, shared: &Shared) {
     let (pause, resume) = {
         let inner = lock(&shared.inner);
-        let ready = inner.ready.len();
+        let ready = inner.queued;
         (
-            !inner.paused && ready >= shared.max_in_flight,
-            inner.paused && ready <= shared.max_in_flight / 2,
+            !inner.paused && ready >= shared.read_ahead,
+            inner.paused && ready <= shared.read_ahead / 2,
         )
     };
     if !pause && !resume {
@@ -1046,12 +1137,9 @@ impl Subscription for KafkaSubscription {
             let deadline = tokio::time::Instant::now() + FETCH_WAIT;
             let messages = loop {
                 let notified = shared.ready.notified();
-                {
-                    let mut inner = lock(&shared.inner);
-                    if !inner.ready.is_empty() {
-                        let n = max.min(inner.ready.len());
-                        break inner.ready.drain(..n).collect::<VecDeque<_>>();
-                    }
+                let taken = shared.hand_out(max);
+                if !taken.is_empty() {
+                    break taken;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     break VecDeque::new();
