@@ -573,7 +573,12 @@ impl Transport for Kafka {
                 .map_err(unavailable)??;
             let inner = lock(&group.shared.inner);
             let (mut pending, mut unacked) = (0u64, 0u64);
-            for (partition, (committed, high)) in marks {
+            for Marks {
+                partition,
+                committed,
+                high,
+            } in marks
+            {
                 let mut behind = u64::try_from(high - committed).unwrap_or(0);
                 if let Some(part) = inner.parts.get(&partition) {
                     // Read but still queued here counts as pending; handed to the bridge (or
@@ -625,12 +630,16 @@ impl Transport for Kafka {
     }
 }
 
+/// A partition, the group's committed offset in it and its high watermark.
+struct Marks {
+    partition: i32,
+    committed: i64,
+    high: i64,
+}
+
 /// Per partition of `topic`: the group's committed offset (the low watermark where it has
 /// none) and the high watermark.
-fn watermarks(
-    consumer: &KafkaConsumer,
-    topic: &str,
-) -> Result<Vec<(i32, (i64, i64))>, TransportError> {
+fn watermarks(consumer: &KafkaConsumer, topic: &str) -> Result<Vec<Marks>, TransportError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .map_err(|e| from_kafka(&e))?;
@@ -660,7 +669,11 @@ fn watermarks(
             })
             .unwrap_or(low)
             .clamp(low, high);
-        marks.push((partition, (at, high)));
+        marks.push(Marks {
+            partition,
+            committed: at,
+            high,
+        });
     }
     Ok(marks)
 }
