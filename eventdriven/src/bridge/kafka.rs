@@ -144,7 +144,8 @@ pub struct Kafka {
     per_partition: usize,
     read_ahead: usize,
     settings: Vec<(String, String)>,
-    state: OnceLock<State>,
+    /// The producer, once connected; replaced after a fatal error.
+    producer: Mutex<Option<FutureProducer>>,
     group: OnceLock<Group>,
 }
 
@@ -156,11 +157,6 @@ impl fmt::Debug for Kafka {
             .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
-}
-
-/// The producer, once connected.
-struct State {
-    producer: FutureProducer,
 }
 
 /// The consumer of this process's group, once the bridge consumes.
@@ -223,7 +219,7 @@ impl Kafka {
             per_partition: 1,
             read_ahead: 512,
             settings: Vec::new(),
-            state: OnceLock::new(),
+            producer: Mutex::new(None),
             group: OnceLock::new(),
         }
     }
@@ -495,9 +491,9 @@ impl Transport for Kafka {
                     "the Kafka consumer group (the bridge's group) is empty".to_owned(),
                 ));
             }
-            if self.state.get().is_none() {
+            if lock(&self.producer).is_none() {
                 let producer = self.producer()?;
-                let _ = self.state.set(State { producer });
+                *lock(&self.producer) = Some(producer);
             }
             self.ensure_topic().await?;
             if !topology.consume.is_empty() {
@@ -509,9 +505,8 @@ impl Transport for Kafka {
 
     fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async move {
-            let state = self
-                .state
-                .get()
+            let producer = lock(&self.producer)
+                .clone()
                 .ok_or_else(|| unavailable("not connected"))?;
             let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
             headers = headers.insert(Header {
@@ -536,9 +531,24 @@ impl Transport for Kafka {
             }
             // Queued at once (or after the message timeout if the client's queue is full),
             // then delivered or failed within the message timeout.
-            match state.producer.send(record, self.message_timeout).await {
+            match producer.send(record, self.message_timeout).await {
                 Ok(_) => Ok(()),
-                Err((e, _)) => Err(from_kafka(&e)),
+                Err((e, _)) => {
+                    if let Some((code, reason)) = producer.client().fatal_error() {
+                        // An idempotent producer can fail for good (a broker that lost its
+                        // state no longer knows its producer id): the next publish gets a
+                        // fresh one.
+                        tracing::warn!(%code, reason, "Kafka producer failed; making a new one");
+                        let mut current = lock(&self.producer);
+                        if current
+                            .as_ref()
+                            .is_some_and(|p| p.client().fatal_error().is_some())
+                        {
+                            *current = Some(self.producer()?);
+                        }
+                    }
+                    Err(from_kafka(&e))
+                }
             }
         })
     }
@@ -622,8 +632,8 @@ impl Transport for Kafka {
                     }
                 }
             }
-            if let Some(state) = self.state.get() {
-                let producer = state.producer.clone();
+            let producer = lock(&self.producer).clone();
+            if let Some(producer) = producer {
                 let _ = tokio::task::spawn_blocking(move || producer.flush(REQUEST_TIMEOUT)).await;
             }
         })
