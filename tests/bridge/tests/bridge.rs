@@ -1340,3 +1340,69 @@ mod redis_only {
         producer.shutdown().await.unwrap();
     }
 }
+
+/// What only Kafka has, beyond the shared suite.
+#[cfg(feature = "kafka")]
+mod kafka_only {
+    use super::*;
+
+    /// One key's events land on one partition, and a partition's messages are handed to the
+    /// bridge one at a time: each key's events are handled in the order they were published,
+    /// while the keys' partitions run side by side.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_keys_events_are_handled_in_order() {
+        const KEYS: u64 = 5;
+        const PER_KEY: u64 = 200;
+        let Some(broker) = Broker::shared(Kind::Kafka) else {
+            return;
+        };
+        let seen = Seen::default();
+        let consumer = App::builder()
+            .actor(Recorder { seen: seen.clone() })
+            .bridge(
+                broker
+                    .bridge("in")
+                    .consume::<OrderPlaced>()
+                    .max_in_flight(64),
+            )
+            .build()
+            .await
+            .unwrap();
+        let producer = App::builder()
+            .bridge(
+                broker
+                    .bridge("out")
+                    .publish_keyed(|ev: &OrderPlaced| format!("customer-{}", ev.order % KEYS)),
+            )
+            .build()
+            .await
+            .unwrap();
+        for order in 0..KEYS * PER_KEY {
+            producer.publish(OrderPlaced { order }).await.unwrap();
+        }
+        assert!(
+            eventually(Duration::from_secs(60), || seen.len() as u64
+                == KEYS * PER_KEY)
+            .await,
+            "{} of {}",
+            seen.len(),
+            KEYS * PER_KEY
+        );
+        let orders = seen.orders();
+        for key in 0..KEYS {
+            let of_key: Vec<u64> = orders.iter().copied().filter(|o| o % KEYS == key).collect();
+            assert_eq!(of_key.len() as u64, PER_KEY, "key {key}");
+            assert!(
+                of_key.windows(2).all(|w| w[0] < w[1]),
+                "key {key} out of order: {of_key:?}"
+            );
+        }
+        let stats = consumer.bridge("in").unwrap().stats();
+        assert!(
+            stats.peak_in_flight >= 2,
+            "partitions side by side: {stats:?}"
+        );
+        producer.shutdown().await.unwrap();
+        consumer.shutdown().await.unwrap();
+    }
+}
