@@ -55,6 +55,11 @@
 //!   (30 s by default, [`message_timeout`](Kafka::message_timeout)), and the bridge tries
 //!   again after that.
 //!
+//! - **Build**: librdkafka is compiled from the sources `rdkafka` bundles (a C compiler and
+//!   `make`; no system library), with LZ4 and Snappy but without zlib and zstd: to consume
+//!   topics that other producers compress with gzip or zstd, turn on `rdkafka`'s `libz` or
+//!   `zstd` feature in your own `Cargo.toml` (cargo merges the features).
+//!
 //! See `docs/decisions.md` for why offsets, nacks and rebalances are handled this way.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
