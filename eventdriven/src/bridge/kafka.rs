@@ -25,11 +25,14 @@
 //! - **Acks are offsets**: Kafka keeps one committed offset per partition and group, below
 //!   which everything counts as consumed. The transport tracks every message it read per
 //!   partition and commits only up to the lowest one not settled yet, so nothing unsettled is
-//!   skipped after a crash or a rebalance. Messages settled above that point (out of order) are
-//!   listed in the commit's metadata (ranges of offsets); whoever owns the partition next skips
-//!   them, so a clean shutdown or a rebalance hands over without handling anything twice.
-//!   Commits go out every 100 ms while something changed, and synchronously when partitions
-//!   are revoked and at close.
+//!   skipped after a crash or a rebalance. As a partition's messages are handled one at a time
+//!   (below), what is settled is below that point, so a clean shutdown or a rebalance hands
+//!   over without handling anything twice. (Settled out of order, with
+//!   [`in_flight_per_partition`](Kafka::in_flight_per_partition) above 1, the offsets above
+//!   that point are listed in the commit's metadata, and the partition's next owner skips
+//!   them; a broker that drops commit metadata, as tansu 0.6 does, loses that list.) Commits go
+//!   out every 100 ms while something changed, and synchronously when partitions are revoked
+//!   and at close.
 //! - **Settling**: ack and reject count the message done. Kafka has no per-message nack: a
 //!   nacked message is held (its offset stays uncommitted) and handed to the bridge again in
 //!   this process after the delay, its delivery count one higher. If the process dies or loses
