@@ -87,6 +87,24 @@ struct Item {
     unit_price: Money,
 }
 
+/// `quantity` widgets at $2.50.
+fn widget(quantity: u32) -> Item {
+    Item {
+        sku: "widget".into(),
+        quantity,
+        unit_price: Money(250),
+    }
+}
+
+/// `quantity` gadgets at $19.99.
+fn gadget(quantity: u32) -> Item {
+    Item {
+        sku: "gadget".into(),
+        quantity,
+        unit_price: Money(1999),
+    }
+}
+
 /// Cents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 struct Money(u64);
@@ -949,16 +967,6 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     println!("store: {} at {}", store.backend_name(), path.display());
 
-    let widget = |quantity| Item {
-        sku: "widget".into(),
-        quantity,
-        unit_price: Money(250),
-    };
-    let gadget = |quantity| Item {
-        sku: "gadget".into(),
-        quantity,
-        unit_price: Money(1999),
-    };
     let wallets = [("alice", 10_000), ("bob", 500), ("dave", 5_000)]
         .map(|(who, cents)| (who.into(), Money(cents)));
     let mut wallets = HashMap::from(wallets);
@@ -1140,7 +1148,7 @@ mod live {
     use eventdriven_examples::live_view::LiveView;
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    use super::{order, Fulfilment, Item, Money, OrderConfirmed, OrderId, REMOTE};
+    use super::{gadget, order, widget, Fulfilment, OrderConfirmed, OrderId, REMOTE};
 
     /// The live view's customers: two with money, one without.
     pub(super) const WALLETS: [(&str, u64); 3] = [
@@ -1247,16 +1255,6 @@ mod live {
         }));
         println!("== live view at http://{local}/ (Prometheus: http://{local}/metrics)");
 
-        let widget = |quantity| Item {
-            sku: "widget".into(),
-            quantity,
-            unit_price: Money(250),
-        };
-        let gadget = |quantity| Item {
-            sku: "gadget".into(),
-            quantity,
-            unit_price: Money(1999),
-        };
         // Shipped; shipped to the slow warehouse (timed out); declined; shipped twice: round
         // and round. (The declined order leaves the warehouse time to answer.)
         let rounds = [
