@@ -13,8 +13,8 @@
 # `chromedriver` found on PATH, are used as they are; otherwise Debian's `chromium` and
 # `chromium-driver` packages (one version, built together) are installed with apt-get (one
 # `apt-get update` first, the install bounded by 15 minutes: it is a few hundred MB). It is the
-# route the machine notes give for browser tests; a browser downloaded by a test tool (Playwright,
-# Puppeteer) does not reach this network.
+# route that works on a closed build network, where a test tool's download of its own browser
+# (Playwright's, Puppeteer's) fails.
 #
 # The script exits with the command's status. Every wait is bounded.
 set -euo pipefail

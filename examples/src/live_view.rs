@@ -93,8 +93,9 @@ impl LiveView {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        // The throughput's samples, taken once a second while serving.
-        let sampler = tokio::spawn({
+        // The throughput's samples, taken once a second while serving (also if this future
+        // is dropped before it ends).
+        let _sampler = AbortOnDrop(tokio::spawn({
             let view = self.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -103,7 +104,7 @@ impl LiveView {
                     view.sample();
                 }
             }
-        });
+        }));
         let router = Router::new()
             .route("/", get(page))
             .route("/api/stats", get(stats))
@@ -112,11 +113,9 @@ impl LiveView {
             .route("/metrics", get(metrics))
             .fallback(not_found)
             .with_state(self);
-        let served = axum::serve(listener, router)
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
-            .await;
-        sampler.abort();
-        served
+            .await
     }
 
     fn sample(&self) {
@@ -257,6 +256,16 @@ impl LiveView {
     }
 }
 
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `d` in microseconds, to a tenth.
 fn micros(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e7).round() / 10.0
 }
