@@ -39,8 +39,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked -p eventd
 
 step "cargo test"
 # Every test bounds its own waits; this outer limit only guards CI's time budget.
+# (scripts/with-chromium.sh starts nothing: it installs Debian's chromium and chromium-driver if
+# missing and sets EVENTDRIVEN_CHROMIUM and EVENTDRIVEN_CHROMEDRIVER for the live view's test.)
 scripts/with-postgres.sh scripts/with-nats.sh scripts/with-redis.sh scripts/with-rabbitmq.sh \
-    scripts/with-kafka.sh timeout 60m cargo test --all-features --locked
+    scripts/with-kafka.sh scripts/with-chromium.sh timeout 60m cargo test --all-features --locked
 
 step "performance guard: tell at no less than 0.5x raw tokio in the same run (BENCHMARKS.md)"
 # A release build of the benches package, then a few seconds of running; up to 3 attempts,

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `order_monolith --serve` in headless Chromium (feature `live-view`).
+#[cfg(feature = "live-view")]
+mod live_view;
+
 /// `cargo test` builds the examples into `<target>/<profile>/examples/`; this test runs from
 /// `<target>/<profile>/deps/`.
 fn example(name: &str) -> PathBuf {
