@@ -186,9 +186,14 @@ impl Broker {
                 eventdriven::bridge::amqp::Amqp::new(self.url.clone()).exchange(self.space.clone()),
             ),
             #[cfg(feature = "kafka")]
+            // A tansu of the test's own comes back from a restart empty (memory storage): it
+            // no longer knows the idempotent producer's id, and that producer's retries of
+            // what it queued during the outage can stall it. A real cluster keeps that state.
             Kind::Kafka => Bridge::new(
                 name,
-                eventdriven::bridge::kafka::Kafka::new(self.url.clone()).topic(self.space.clone()),
+                eventdriven::bridge::kafka::Kafka::new(self.url.clone())
+                    .topic(self.space.clone())
+                    .idempotent(self.own.is_none()),
             ),
         }
     }
