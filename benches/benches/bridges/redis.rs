@@ -1,13 +1,24 @@
 //! Redis Streams: the bridge (`eventdriven::bridge::redis`) against the redis crate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::streams::StreamReadReply;
+use ::redis::AsyncConnectionConfig;
 use eventdriven::bridge::Bridge;
 use futures_util::StreamExt;
 
 use crate::harness::{self, Count, Encoded, IN_FLIGHT};
+
+/// How long a read waits for messages.
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// The bridge's response timeout (5 s, beyond a blocking read's wait), not the client's
+/// default 500 ms, which a loaded machine exceeds.
+fn config(block: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new().set_response_timeout(Some(block + Duration::from_secs(5)))
+}
 
 pub(crate) struct Redis {
     url: String,
@@ -24,7 +35,7 @@ impl harness::Broker for Redis {
     async fn connect(url: &str, space: &str) -> Self {
         let client = ::redis::Client::open(url).expect("a Redis URL");
         let conn = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config(Duration::ZERO))
             .await
             .expect("Redis connects");
         Self {
@@ -83,7 +94,7 @@ impl harness::Broker for Redis {
         // Blocking reads on a connection of their own; acks on the shared one, as the bridge.
         let mut reader = self
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config(BLOCK))
             .await
             .expect("Redis connects");
         let (stream, group, conn) = (self.stream.clone(), group.to_owned(), self.conn.clone());
@@ -96,7 +107,7 @@ impl harness::Broker for Redis {
                     .arg("COUNT")
                     .arg(IN_FLIGHT)
                     .arg("BLOCK")
-                    .arg(1000)
+                    .arg(BLOCK.as_millis() as u64)
                     .arg("STREAMS")
                     .arg(&stream)
                     .arg(">")
