@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Per broker (one feature each: `nats`, `redis`, `amqp`), two criterion groups of
-//! [`harness::EVENTS`] events (RabbitMQ: 200) (~200 B of data each, ~460 B as a CloudEvents document):
+//! [`harness::EVENTS`] events (RabbitMQ: 200), each ~200 B of data, ~480 B as a CloudEvents
+//! document:
 //!
 //! - `bridge_<broker>_publish`: **eventdriven** `app.publish` into a bridge's outbound side,
 //!   timed until the broker acknowledged every event (the bridge's `published` count); against
