@@ -29,7 +29,8 @@
 //!   lost, as for every in-process subscriber.
 //!
 //! Publishes are pipelined: up to [`publish_window`](Bridge::publish_window) events of one
-//! type are in flight at once, sent in the order they were published, and each is done only
+//! type are in flight at once, handed to the transport in the order they were published
+//! (each publish is polled once before the next event is taken), and each is done only
 //! when the broker acknowledged it (they are reported in that order), so the relay's
 //! checkpoint still never passes an event the broker does not have. The brokers store them
 //! in the order sent; only a publish that fails and is tried again (a lost connection) can

@@ -1,7 +1,8 @@
 //! The outbound side: one subscriber per event type, done with an event once the broker has it.
 //!
 //! The subscriber does not wait for each acknowledgement before it takes the next event: it
-//! starts the publish (sent in order on the transport's connection) and hands it to a task
+//! starts the publish (polled once, so the transport's client has it before the next event's
+//! publish, and sends them in that order on its connection) and hands it to a task
 //! of its own, the *window*, which waits for the acknowledgements and reports each event
 //! done (to the relay's completion tracking) or dead-letters it, in the order they were
 //! published. At most [`publish_window`](super::Bridge::publish_window) publishes are in
