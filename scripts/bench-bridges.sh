@@ -55,7 +55,7 @@ fi
 
 # With the servers running.
 cd "$root/benches"
-rm -rf "$reports"/run-*
+rm -rf "$reports"/run-* "$reports/loads.txt.new"
 for run in $(seq 1 "$runs"); do
     rm -rf "$CARGO_TARGET_DIR"/criterion/bridge_*
     load="$(cut -d' ' -f1-3 /proc/loadavg)"
