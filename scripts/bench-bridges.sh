@@ -12,7 +12,7 @@
 # (default 3), recording the load average before each run and keeping each run's criterion
 # results under $CARGO_TARGET_DIR/ed-bench/bridges/run-N; then print the median of the runs
 # with `scripts/bench_table.py --bridges`, also saved as $CARGO_TARGET_DIR/ed-bench/bridges/report.md.
-# Not part of scripts/test.sh: it takes ~5 minutes per run set and wants a quiet machine.
+# Not part of scripts/test.sh: each run takes 2-4 minutes here, and it wants a quiet machine.
 #
 # A new broker (Kafka, SQS) is a feature of benches/Cargo.toml, a module of
 # benches/benches/bridges/, and a line in the `servers` list below.
