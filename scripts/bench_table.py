@@ -16,9 +16,15 @@ takes 2.5 x as long as raw tokio). For the other frameworks this reads "x times 
 time"; for tokio it is the same number as "eventdriven runs at x of tokio's throughput".
 
     scripts/bench_table.py [CRITERION_DIR] [--spread]
+    scripts/bench_table.py --bridges RUN_DIR...
 
 --spread adds, per benchmark, the fastest, median and slowest of criterion's samples (time
 per iteration), which shows a bimodal workload that a median alone hides.
+
+--bridges summarises the `bridges` bench (scripts/bench-bridges.sh): each RUN_DIR holds one
+run's criterion groups `bridge_<broker>_<workload>`; per benchmark it prints the median of the
+runs' medians, and the ratio raw / eventdriven of those (a ratio of 0.91 or more is the
+"within 10 % of the raw client" target: eventdriven takes at most 1.1 x the raw time).
 """
 
 import json
@@ -243,7 +249,68 @@ def spawn_table(path: Path) -> None:
         )
 
 
+def bridges_table(runs) -> int:
+    """Median over runs of each `bridge_*` benchmark's median, with ratios to eventdriven."""
+    found = {}  # (group, bench) -> [median ns per iteration, one per run]
+    elements = {}
+    for run in runs:
+        for group in sorted(p for p in Path(run).iterdir() if p.is_dir()):
+            if not group.name.startswith("bridge_"):
+                continue
+            for bench in group.iterdir():
+                got = load(bench) if bench.is_dir() else None
+                if got is not None:
+                    found.setdefault((group.name, bench.name), []).append(got[0])
+                    elements[group.name] = got[1] or 1
+    if not found:
+        print(f"no bridge_* criterion results in {' '.join(runs)}", file=sys.stderr)
+        return 1
+
+    def median(values):
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    groups = sorted({g for g, _ in found})
+    rows = ["raw_sequential", "raw_pipelined"]
+    print(
+        f"Median of {len(runs)} runs' criterion medians; events/s; ratio = raw time / "
+        f"{OURS} time (at least 0.91: {OURS} within 10 % of the raw client)."
+    )
+    print()
+    print(f"| broker | workload | {OURS} | " + " | ".join(rows) + " | runs (events/s, " + OURS + ") |")
+    print("|---|---|---:|" + "---:|" * len(rows) + "---|")
+    for g in groups:
+        _, broker, workload = g.split("_", 2)
+        n = elements[g]
+        ours = found.get((g, OURS))
+        if not ours:
+            continue
+        ours_ns = median(ours)
+        cells = [f"**{fmt_rate(n * 1e9 / ours_ns)}**"]
+        for r in rows:
+            theirs = found.get((g, r))
+            if not theirs:
+                cells.append("–")
+                continue
+            ns = median(theirs)
+            cells.append(f"{fmt_rate(n * 1e9 / ns)} ({ns / ours_ns:.2f})")
+        each = ", ".join(fmt_rate(n * 1e9 / ns) for ns in ours)
+        print(f"| {broker} | {workload} | " + " | ".join(cells) + f" | {each} |")
+    print()
+    print("Every benchmark, per run (events/s):")
+    print()
+    print("| group | benchmark | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |")
+    print("|---|---|" + "---:|" * len(runs))
+    for (g, b), values in sorted(found.items()):
+        n = elements[g]
+        print(f"| {g} | {b} | " + " | ".join(fmt_rate(n * 1e9 / ns) for ns in values) + " |")
+    return 0
+
+
 def main() -> int:
+    if "--bridges" in sys.argv[1:]:
+        return bridges_table(ARGS)
     root = criterion_dir()
     ok = root.is_dir() and criterion_tables(root)
     if not root.is_dir():

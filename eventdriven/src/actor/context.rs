@@ -156,6 +156,10 @@ pub struct Context<A: Actor> {
     self_tx: QueueTx<Slot<A::Mailbox>>,
     /// The message just handled was parked instead: it is not finished with yet.
     pub(crate) just_parked: bool,
+    /// The handler succeeded but the event is not done with yet: the handler handed it to a
+    /// task of its own (counted in the mailbox's `retrying`), which reports it done later (the
+    /// bridge's outbound window, waiting for the broker's acknowledgement).
+    pub(crate) completes_later: bool,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -205,6 +209,7 @@ impl<A: Actor> Context<A> {
             }),
             self_tx,
             just_parked: false,
+            completes_later: false,
             _actor: PhantomData,
         }
     }

@@ -335,10 +335,11 @@ pub(crate) fn run<A: Actor>(
             } else {
                 ctx.settled();
             }
+            let completes_later = std::mem::take(&mut ctx.completes_later);
             if std::mem::take(&mut ctx.just_parked) {
                 inbox.core.park_done();
             } else {
-                if succeeded {
+                if succeeded && !completes_later {
                     // A failure is done when it is dead-lettered, not while a retry is to come.
                     ctx.shared.routes.completions.done(ctx.meta.id);
                 }

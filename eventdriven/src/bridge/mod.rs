@@ -29,6 +29,16 @@
 //!   mailbox like for any subscriber); events still queued when the process is killed are
 //!   lost, as for every in-process subscriber.
 //!
+//! Publishes are pipelined: up to [`publish_window`](Bridge::publish_window) events of one
+//! type are in flight at once, handed to the transport in the order they were published
+//! (each publish is polled once before the next event is taken), and each is done only
+//! when the broker acknowledged it (they are reported in that order), so the relay's
+//! checkpoint still never passes an event the broker does not have. The brokers store them
+//! in the order sent; only a publish that fails and is tried again (a lost connection) can
+//! land after events sent behind it. Events with a key never do: each waits until no earlier
+//! event with its key is in flight, so per-key order holds also across failures; with
+//! `publish_window(1)` every event waits for the one before it.
+//!
 //! An event that came in through a bridge is not sent out again (that would echo it back to
 //! the broker forever): the outbound subscriber skips events carrying the
 //! [`INCOMING_HEADER`] header, which the inbound side sets. Events that handlers publish in
@@ -363,6 +373,8 @@ pub(crate) struct Link {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) counters: Counters,
     pub(crate) publish_timeout: Duration,
+    /// Publishes of one event type in flight at once.
+    pub(crate) publish_window: usize,
     pub(crate) handle_timeout: Duration,
     pub(crate) redelivery: RetryPolicy,
     pub(crate) topology: Topology,
@@ -459,6 +471,7 @@ pub struct Bridge {
     max_in_flight: usize,
     ack_wait: Duration,
     publish_timeout: Duration,
+    publish_window: usize,
     handle_timeout: Duration,
     connect_timeout: Duration,
     redelivery: RetryPolicy,
@@ -489,8 +502,8 @@ impl Bridge {
     /// A bridge named `name` (unique in the app; its consumer group unless
     /// [`group`](Self::group) says otherwise) over `transport`. Defaults: structured mode,
     /// source `/eventdriven/<name>`, 1 MiB messages, 32 messages in flight, ack wait 30 s,
-    /// publish timeout 60 s, handling timeout 5 min, redelivery 5 more attempts with backoff
-    /// 1 s to 60 s.
+    /// publish timeout 60 s, 64 publishes in flight per event type, handling timeout 5 min,
+    /// redelivery 5 more attempts with backoff 1 s to 60 s.
     pub fn new(name: impl Into<String>, transport: impl Transport) -> Self {
         let name = name.into();
         Self {
@@ -502,6 +515,7 @@ impl Bridge {
             max_in_flight: 32,
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(60),
+            publish_window: 64,
             handle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
             redelivery: RetryPolicy::retries(5).backoff(Backoff::exponential(
@@ -560,6 +574,16 @@ impl Bridge {
     /// acknowledge it, before it goes to the dead letters.
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;
+        self
+    }
+
+    /// At most `n` outbound events of one type (at least 1) published and not yet acknowledged
+    /// by the broker at once. They are sent in order; an event with a key waits while an
+    /// earlier one with the same key is in flight. With 1, each event waits for the previous
+    /// one's acknowledgement, which keeps every event in order also across a failed publish
+    /// (see the [module docs](self)).
+    pub fn publish_window(mut self, n: usize) -> Self {
+        self.publish_window = n.max(1);
         self
     }
 
@@ -668,6 +692,7 @@ impl Bridge {
             transport: self.transport,
             counters: Counters::default(),
             publish_timeout: self.publish_timeout,
+            publish_window: self.publish_window,
             handle_timeout: self.handle_timeout,
             redelivery: self.redelivery,
             topology,
