@@ -15,6 +15,7 @@ pub mod message;
 pub mod projection;
 pub mod saga;
 pub mod store;
+pub mod stream;
 pub mod testing;
 mod worker;
 

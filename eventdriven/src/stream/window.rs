@@ -1,0 +1,420 @@
+//! Windowed aggregation: tumbling and sliding windows (one accumulator per key and window),
+//! session windows (the key's events until a gap, folded when the session closes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::engine::{nanos, Engine};
+use super::{KeyFn, Pipe, Window};
+use crate::message::Timestamp;
+
+/// A fold of one value into a window's accumulator.
+pub(crate) type FoldFn<A, T> = Box<dyn FnMut(&mut A, &T) + Send>;
+
+/// How events are grouped in time: made from [`Tumbling`], [`Sliding`] or [`Session`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowKind(pub(crate) Kind);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Windows of `size` starting every `slide` (tumbling: `slide == size`).
+    Fixed { size: Duration, slide: Duration },
+    /// A key's events closer than `gap` to each other.
+    Session { gap: Duration },
+}
+
+impl WindowKind {
+    /// What is wrong with it, if anything.
+    pub(crate) fn check(&self) -> Option<String> {
+        match self.0 {
+            Kind::Fixed { size, .. } if size.is_zero() => {
+                Some("a window of size 0 holds nothing: give it a size".to_owned())
+            }
+            Kind::Fixed { slide, .. } if slide.is_zero() => {
+                Some("a sliding window must slide by more than 0".to_owned())
+            }
+            Kind::Fixed { size, slide } if slide > size => Some(format!(
+                "a sliding window of {size:?} sliding by {slide:?} leaves gaps: slide by at most its size"
+            )),
+            Kind::Session { gap } if gap.is_zero() => {
+                Some("a session gap of 0 ends every session at once: give a gap".to_owned())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Fixed windows that do not overlap: `[0, size)`, `[size, 2 size)`, ... from the Unix epoch.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventdriven::stream::Tumbling;
+///
+/// let per_minute = Tumbling::of(Duration::from_secs(60));
+/// # let _ = per_minute;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tumbling {
+    size: Duration,
+}
+
+impl Tumbling {
+    /// Windows of `size`.
+    pub const fn of(size: Duration) -> Self {
+        Self { size }
+    }
+}
+
+impl From<Tumbling> for WindowKind {
+    fn from(w: Tumbling) -> Self {
+        WindowKind(Kind::Fixed {
+            size: w.size,
+            slide: w.size,
+        })
+    }
+}
+
+/// Fixed windows of `size` starting every `slide` (aligned on the Unix epoch), so one event
+/// belongs to `size / slide` windows.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventdriven::stream::Sliding;
+///
+/// // The last five minutes, every minute.
+/// let recent = Sliding::of(Duration::from_secs(300)).every(Duration::from_secs(60));
+/// # let _ = recent;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sliding {
+    size: Duration,
+    slide: Duration,
+}
+
+impl Sliding {
+    /// Windows of `size`, one starting every `size` until [`every`](Self::every) says otherwise.
+    pub const fn of(size: Duration) -> Self {
+        Self { size, slide: size }
+    }
+
+    /// A new window starts every `slide`.
+    pub const fn every(mut self, slide: Duration) -> Self {
+        self.slide = slide;
+        self
+    }
+}
+
+impl From<Sliding> for WindowKind {
+    fn from(w: Sliding) -> Self {
+        WindowKind(Kind::Fixed {
+            size: w.size,
+            slide: w.slide,
+        })
+    }
+}
+
+/// A key's events closer than `gap` to each other: a session is
+/// `[first event, last event + gap)` and closes once `gap` passed without an event of its key.
+/// An event that falls between two sessions merges them.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventdriven::stream::Session;
+///
+/// let visits = Session::with_gap(Duration::from_secs(30 * 60));
+/// # let _ = visits;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    gap: Duration,
+}
+
+impl Session {
+    /// Sessions that end after `gap` without an event.
+    pub const fn with_gap(gap: Duration) -> Self {
+        Self { gap }
+    }
+}
+
+impl From<Session> for WindowKind {
+    fn from(w: Session) -> Self {
+        WindowKind(Kind::Session { gap: w.gap })
+    }
+}
+
+/// One window's accumulator.
+struct Slot<A> {
+    acc: A,
+    /// Changed since it was last published (new, or updated by a late event).
+    dirty: bool,
+    revision: u32,
+}
+
+/// Tumbling and sliding windows, keyed.
+pub(crate) struct FixedWindows<E, K, T, A> {
+    pub(crate) pipe: Pipe<E, T>,
+    pub(crate) key: KeyFn<T, K>,
+    pub(crate) size: u64,
+    pub(crate) slide: u64,
+    pub(crate) lateness: u64,
+    pub(crate) init: A,
+    pub(crate) fold: FoldFn<A, T>,
+    /// By window end first, so the windows to close are at the front.
+    windows: BTreeMap<(Timestamp, K, Timestamp), Slot<A>>,
+    dirty: usize,
+}
+
+impl<E, K, T, A> FixedWindows<E, K, T, A> {
+    pub(crate) fn new(
+        pipe: Pipe<E, T>,
+        key: KeyFn<T, K>,
+        size: Duration,
+        slide: Duration,
+        lateness: Duration,
+        init: A,
+        fold: FoldFn<A, T>,
+    ) -> Self {
+        Self {
+            pipe,
+            key,
+            size: nanos(size),
+            slide: nanos(slide),
+            lateness: nanos(lateness),
+            init,
+            fold,
+            windows: BTreeMap::new(),
+            dirty: 0,
+        }
+    }
+}
+
+impl<E, R, K, T, A> Engine<E, R, Window<K, A>> for FixedWindows<E, K, T, A>
+where
+    E: Send + 'static,
+    K: Ord + Clone + Send + 'static,
+    T: Send + 'static,
+    A: Clone + Send + 'static,
+{
+    fn left(&mut self, t: Timestamp, event: &E, _: &mut Vec<Window<K, A>>) {
+        let Some(value) = (self.pipe)(event) else {
+            return;
+        };
+        let key = (self.key)(&value);
+        let t = t.as_unix_nanos();
+        // The latest window holding `t` starts at the last multiple of `slide`; earlier ones
+        // every `slide` before it, while they still reach `t`.
+        let mut start = t - t % self.slide;
+        loop {
+            let end = start.saturating_add(self.size);
+            if end <= t {
+                break;
+            }
+            let slot = self
+                .windows
+                .entry((
+                    Timestamp::from_unix_nanos(end),
+                    key.clone(),
+                    Timestamp::from_unix_nanos(start),
+                ))
+                .or_insert_with(|| Slot {
+                    acc: self.init.clone(),
+                    dirty: false,
+                    revision: 0,
+                });
+            (self.fold)(&mut slot.acc, &value);
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty += 1;
+            }
+            match start.checked_sub(self.slide) {
+                Some(s) => start = s,
+                None => break,
+            }
+        }
+    }
+
+    fn advance(&mut self, watermark: Timestamp, out: &mut Vec<Window<K, A>>) {
+        let mut purge = Vec::new();
+        for ((end, key, start), slot) in self.windows.iter_mut() {
+            if *end > watermark {
+                break;
+            }
+            if slot.dirty {
+                out.push(Window {
+                    key: key.clone(),
+                    start: *start,
+                    end: *end,
+                    value: slot.acc.clone(),
+                    revision: slot.revision,
+                });
+                slot.dirty = false;
+                slot.revision += 1;
+                self.dirty -= 1;
+            }
+            if *end + Duration::from_nanos(self.lateness) <= watermark {
+                purge.push((*end, key.clone(), *start));
+            }
+        }
+        for k in purge {
+            self.windows.remove(&k);
+        }
+    }
+
+    fn due(&self) -> Option<Timestamp> {
+        let lateness = Duration::from_nanos(self.lateness);
+        let mut due: Option<Timestamp> = None;
+        for ((end, _, _), slot) in &self.windows {
+            if due.is_some_and(|d| *end >= d) {
+                break;
+            }
+            let at = if slot.dirty { *end } else { *end + lateness };
+            due = Some(due.map_or(at, |d| d.min(at)));
+        }
+        due
+    }
+
+    fn open(&self) -> usize {
+        self.dirty
+    }
+}
+
+/// One key's session.
+struct Sess<T> {
+    start: Timestamp,
+    last: Timestamp,
+    items: Vec<T>,
+    dirty: bool,
+    revision: u32,
+}
+
+/// Session windows, keyed: the events are kept until the session closes, then folded, since
+/// a late event may merge two sessions.
+pub(crate) struct Sessions<E, K, T, A> {
+    pipe: Pipe<E, T>,
+    key: KeyFn<T, K>,
+    gap: Duration,
+    lateness: Duration,
+    init: A,
+    fold: FoldFn<A, T>,
+    /// Each key's sessions, by start.
+    sessions: BTreeMap<K, Vec<Sess<T>>>,
+    dirty: usize,
+}
+
+impl<E, K, T, A> Sessions<E, K, T, A> {
+    pub(crate) fn new(
+        pipe: Pipe<E, T>,
+        key: KeyFn<T, K>,
+        gap: Duration,
+        lateness: Duration,
+        init: A,
+        fold: FoldFn<A, T>,
+    ) -> Self {
+        Self {
+            pipe,
+            key,
+            gap,
+            lateness,
+            init,
+            fold,
+            sessions: BTreeMap::new(),
+            dirty: 0,
+        }
+    }
+}
+
+impl<E, R, K, T, A> Engine<E, R, Window<K, A>> for Sessions<E, K, T, A>
+where
+    E: Send + 'static,
+    K: Ord + Clone + Send + 'static,
+    T: Send + 'static,
+    A: Clone + Send + 'static,
+{
+    fn left(&mut self, t: Timestamp, event: &E, _: &mut Vec<Window<K, A>>) {
+        let Some(value) = (self.pipe)(event) else {
+            return;
+        };
+        let key = (self.key)(&value);
+        let gap = self.gap;
+        let sessions = self.sessions.entry(key).or_default();
+        // Every session that `[t, t + gap)` touches merges with the new event.
+        let mut merged = Sess {
+            start: t,
+            last: t,
+            items: Vec::new(),
+            dirty: true,
+            revision: 0,
+        };
+        let mut kept = Vec::with_capacity(sessions.len() + 1);
+        for s in sessions.drain(..) {
+            if t < s.last + gap && s.start < t + gap {
+                merged.start = merged.start.min(s.start);
+                merged.last = merged.last.max(s.last);
+                merged.revision = merged.revision.max(s.revision);
+                if s.dirty {
+                    self.dirty -= 1;
+                }
+                merged.items.extend(s.items);
+            } else {
+                kept.push(s);
+            }
+        }
+        merged.items.push(value);
+        self.dirty += 1;
+        let at = kept.partition_point(|s| s.start < merged.start);
+        kept.insert(at, merged);
+        *sessions = kept;
+    }
+
+    fn advance(&mut self, watermark: Timestamp, out: &mut Vec<Window<K, A>>) {
+        let (gap, lateness) = (self.gap, self.lateness);
+        let from = out.len();
+        for (key, sessions) in self.sessions.iter_mut() {
+            sessions.retain_mut(|s| {
+                let end = s.last + gap;
+                if end > watermark {
+                    return true;
+                }
+                if s.dirty {
+                    let mut acc = self.init.clone();
+                    for item in &s.items {
+                        (self.fold)(&mut acc, item);
+                    }
+                    out.push(Window {
+                        key: key.clone(),
+                        start: s.start,
+                        end,
+                        value: acc,
+                        revision: s.revision,
+                    });
+                    s.dirty = false;
+                    s.revision += 1;
+                    self.dirty -= 1;
+                }
+                end + lateness > watermark
+            });
+        }
+        self.sessions.retain(|_, sessions| !sessions.is_empty());
+        // Several keys may close at once: publish them in time order, then by key.
+        out[from..].sort_by(|a, b| (a.end, &a.key).cmp(&(b.end, &b.key)));
+    }
+
+    fn due(&self) -> Option<Timestamp> {
+        self.sessions
+            .values()
+            .flatten()
+            .map(|s| {
+                let end = s.last + self.gap;
+                if s.dirty {
+                    end
+                } else {
+                    end + self.lateness
+                }
+            })
+            .min()
+    }
+
+    fn open(&self) -> usize {
+        self.dirty
+    }
+}

@@ -1,0 +1,725 @@
+//! Streams, in virtual time: map/filter, tumbling, sliding and session windows, aggregate and
+//! reduce, the watermark and out-of-orderness, allowed lateness and late events, processing
+//! time and idle streams, the interval join's bound, shutdown, and backpressure.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventdriven::prelude::*;
+use eventdriven::stream::{LateEvent, Session, Sliding, Stream, Tumbling, Window};
+use eventdriven::Timestamp;
+use tokio::sync::Semaphore;
+
+/// Every wait in these tests is bounded by this (virtual time).
+const LIMIT: Duration = Duration::from_secs(3600);
+
+/// Event times are seconds after this (so watermarks never reach the epoch); a whole number
+/// of hours, so windows aligned on the epoch are aligned on it too.
+const BASE: u64 = 300 * 3600;
+
+fn at(s: u64) -> Timestamp {
+    Timestamp::from_unix_nanos((BASE + s) * 1_000_000_000)
+}
+
+fn secs(t: Timestamp) -> u64 {
+    t.as_unix_nanos() / 1_000_000_000 - BASE
+}
+
+#[derive(Event, Clone, Debug)]
+struct Order {
+    id: u32,
+    customer: u32,
+    cents: u64,
+    at: Timestamp,
+}
+
+fn order(customer: u32, cents: u64, s: u64) -> Order {
+    Order {
+        id: 0,
+        customer,
+        cents,
+        at: at(s),
+    }
+}
+
+#[derive(Event, Clone, Debug)]
+struct Payment {
+    order: u32,
+    at: Timestamp,
+}
+
+/// A closed window, in seconds after [`BASE`].
+#[derive(Event, Clone, Debug, PartialEq, Eq)]
+struct Total {
+    key: u32,
+    start: u64,
+    end: u64,
+    value: u64,
+    revision: u32,
+}
+
+impl From<Window<u32, u64>> for Total {
+    fn from(w: Window<u32, u64>) -> Self {
+        Total {
+            key: w.key,
+            start: secs(w.start),
+            end: secs(w.end),
+            value: w.value,
+            revision: w.revision,
+        }
+    }
+}
+
+#[derive(Event, Clone, Debug, PartialEq, Eq)]
+struct Big {
+    customer: u32,
+    cents: u64,
+}
+
+#[derive(Event, Clone, Debug, PartialEq, Eq)]
+struct Paid {
+    order: u32,
+    ordered: u64,
+    paid: u64,
+}
+
+#[derive(Event, Clone, Debug, PartialEq, Eq)]
+struct Windows(u64);
+
+/// Records what the streams publish.
+#[derive(Clone, Default)]
+struct Sink {
+    totals: Arc<Mutex<Vec<Total>>>,
+    big: Arc<Mutex<Vec<Big>>>,
+    paid: Arc<Mutex<Vec<Paid>>>,
+    late: Arc<Mutex<Vec<(u32, u64, u64)>>>,
+    windows: Arc<Mutex<Vec<u64>>>,
+}
+
+#[handlers]
+impl Sink {
+    #[subscribe]
+    fn on_total(&mut self, ev: &Total) {
+        self.totals.lock().unwrap().push(ev.clone());
+    }
+
+    #[subscribe]
+    fn on_big(&mut self, ev: &Big) {
+        self.big.lock().unwrap().push(ev.clone());
+    }
+
+    #[subscribe]
+    fn on_paid(&mut self, ev: &Paid) {
+        self.paid.lock().unwrap().push(ev.clone());
+    }
+
+    #[subscribe]
+    fn on_late(&mut self, ev: &LateEvent<Order>) {
+        self.late.lock().unwrap().push((
+            ev.event.customer,
+            secs(ev.event_time),
+            secs(ev.watermark),
+        ));
+    }
+
+    #[subscribe]
+    fn on_windows(&mut self, ev: &Windows) {
+        self.windows.lock().unwrap().push(ev.0);
+    }
+}
+
+impl Sink {
+    fn totals(&self) -> Vec<Total> {
+        self.totals.lock().unwrap().clone()
+    }
+}
+
+fn total(key: u32, start: u64, end: u64, value: u64) -> Total {
+    Total {
+        key,
+        start,
+        end,
+        value,
+        revision: 0,
+    }
+}
+
+/// Lets every task run until nothing is left to do but wait for a timer: with tokio's
+/// clock paused, a sleep ends only once the runtime is idle.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+async fn publish_all(app: &App, orders: impl IntoIterator<Item = Order>) {
+    for o in orders {
+        app.publish(o).await.unwrap();
+    }
+}
+
+/// Per customer, the cents of each window, on the orders' own time.
+fn cents_per(
+    window: impl Into<eventdriven::stream::WindowKind>,
+    tune: impl FnOnce(Stream<Order>) -> Stream<Order>,
+) -> impl FnOnce(Stream<Order>) -> eventdriven::stream::Pipeline {
+    let window = window.into();
+    move |s: Stream<Order>| {
+        tune(s.event_time(|o| o.at))
+            .key_by(|o| o.customer)
+            .window(window)
+            .aggregate(0, |cents, o| *cents += o.cents)
+            .map(Total::from)
+            .publish()
+    }
+}
+
+async fn app_with(sink: &Sink, builder: eventdriven::AppBuilder) -> App {
+    builder.actor(sink.clone()).build().await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn map_and_filter_publish_each_event_as_it_comes() {
+    let sink = Sink::default();
+    let app = app_with(
+        &sink,
+        App::builder().stream(|s: Stream<Order>| {
+            s.filter(|o| o.cents >= 1_000)
+                .map(|o| Big {
+                    customer: o.customer,
+                    cents: o.cents,
+                })
+                .publish()
+        }),
+    )
+    .await;
+    publish_all(
+        &app,
+        [order(1, 500, 0), order(2, 5_000, 1), order(3, 1_000, 2)],
+    )
+    .await;
+    settle().await;
+    assert_eq!(
+        *sink.big.lock().unwrap(),
+        [
+            Big {
+                customer: 2,
+                cents: 5_000
+            },
+            Big {
+                customer: 3,
+                cents: 1_000
+            }
+        ]
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn tumbling_windows_close_when_the_watermark_passes_their_end() {
+    let sink = Sink::default();
+    let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| s));
+    let app = app_with(&sink, builder).await;
+
+    publish_all(
+        &app,
+        [order(1, 100, 10), order(1, 200, 20), order(2, 7, 30)],
+    )
+    .await;
+    settle().await;
+    assert_eq!(sink.totals(), [], "no window ends before event time 30");
+
+    // Event time 60 is the end of [0, 60): both keys' windows close, in key order.
+    app.publish(order(1, 1, 60)).await.unwrap();
+    settle().await;
+    assert_eq!(sink.totals(), [total(1, 0, 60, 300), total(2, 0, 60, 7)]);
+
+    // Virtual time alone does not move event time.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(sink.totals().len(), 2);
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        sink.totals()[2],
+        total(1, 60, 120, 1),
+        "published at shutdown"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_orderness_holds_the_watermark_back() {
+    let sink = Sink::default();
+    let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
+        s.out_of_orderness(Duration::from_secs(10))
+    }));
+    let app = app_with(&sink, builder).await;
+
+    // Watermark 55 after the second: 55 is on time and still in [0, 60).
+    publish_all(&app, [order(1, 1, 50), order(1, 10, 65), order(1, 100, 55)]).await;
+    settle().await;
+    assert_eq!(sink.totals(), []);
+    // Watermark 61: [0, 60) closes with 50 and 55, not 65.
+    app.publish(order(1, 1_000, 71)).await.unwrap();
+    settle().await;
+    assert_eq!(sink.totals(), [total(1, 0, 60, 101)]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_events_are_dead_lettered_with_the_reason() {
+    let sink = Sink::default();
+    let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
+        s.name("cents")
+    }));
+    let app = app_with(&sink, builder).await;
+
+    publish_all(&app, [order(1, 1, 100), order(1, 2, 30)]).await;
+    settle().await;
+    let letters = app.dead_letters().list();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].actor, "stream");
+    assert!(letters[0].is::<Order>());
+    assert_eq!(letters[0].event::<Order>().unwrap().cents, 2);
+    assert!(
+        letters[0]
+            .error
+            .starts_with("late event: stream `cents` got `Order` at event time"),
+        "{}",
+        letters[0].error
+    );
+    app.shutdown().await.unwrap();
+    // The late event counted nowhere.
+    assert_eq!(sink.totals(), [total(1, 60, 120, 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_events_can_be_published_as_a_side_output() {
+    let sink = Sink::default();
+    let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
+        s.publish_late()
+    }));
+    let app = app_with(&sink, builder).await;
+
+    publish_all(&app, [order(1, 1, 100), order(4, 2, 30)]).await;
+    settle().await;
+    assert_eq!(*sink.late.lock().unwrap(), [(4, 30, 100)]);
+    assert!(app.dead_letters().is_empty());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn allowed_lateness_updates_a_closed_window_then_turns_events_away() {
+    let sink = Sink::default();
+    let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
+        s.allowed_lateness(Duration::from_secs(30))
+    }));
+    let app = app_with(&sink, builder).await;
+
+    publish_all(&app, [order(1, 1, 10), order(1, 10, 70)]).await;
+    settle().await;
+    assert_eq!(sink.totals(), [total(1, 0, 60, 1)]);
+
+    // 50 is 20 s behind the watermark (70): within the allowed lateness, an update of the
+    // window already published.
+    app.publish(order(1, 100, 50)).await.unwrap();
+    settle().await;
+    assert_eq!(
+        sink.totals()[1],
+        Total {
+            revision: 1,
+            ..total(1, 0, 60, 101)
+        }
+    );
+
+    // Watermark 95: [0, 60) is gone; 25 is 70 s behind it, late (so is 64, 31 s behind).
+    app.publish(order(1, 1_000, 95)).await.unwrap();
+    app.publish(order(1, 10_000, 25)).await.unwrap();
+    app.publish(order(1, 10_000, 64)).await.unwrap();
+    app.publish(order(1, 10_000, 65)).await.unwrap();
+    settle().await;
+    assert_eq!(sink.totals().len(), 2);
+    assert_eq!(app.dead_letters().len(), 2);
+    app.shutdown().await.unwrap();
+    assert_eq!(sink.totals()[2], total(1, 60, 120, 11_010));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sliding_windows_count_an_event_in_each_window_it_falls_in() {
+    let sink = Sink::default();
+    let sliding = Sliding::of(Duration::from_secs(60)).every(Duration::from_secs(30));
+    let app = app_with(&sink, App::builder().stream(cents_per(sliding, |s| s))).await;
+
+    // 40 falls in [0, 60) and [30, 90); 70 in [30, 90) and [60, 120).
+    publish_all(&app, [order(1, 1, 40), order(1, 10, 70)]).await;
+    settle().await;
+    assert_eq!(sink.totals(), [total(1, 0, 60, 1)]);
+    app.publish(order(1, 100, 130)).await.unwrap();
+    settle().await;
+    assert_eq!(
+        sink.totals(),
+        [
+            total(1, 0, 60, 1),
+            total(1, 30, 90, 11),
+            total(1, 60, 120, 10)
+        ]
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_windows_close_after_the_gap_and_merge_when_bridged() {
+    let sink = Sink::default();
+    let builder = App::builder()
+        .stream(cents_per(Session::with_gap(Duration::from_secs(30)), |s| {
+            s.out_of_orderness(Duration::from_secs(60))
+        }));
+    let app = app_with(&sink, builder).await;
+
+    // Customer 1: 0 and 50 are two sessions until 25 bridges them: [0, 80).
+    // Customer 2: 10 alone: [10, 40).
+    publish_all(
+        &app,
+        [
+            order(1, 1, 0),
+            order(1, 10, 50),
+            order(2, 5, 10),
+            order(1, 100, 25),
+        ],
+    )
+    .await;
+    // Watermark 50 (110 - 60): customer 2's session ended at 40.
+    app.publish(order(3, 0, 110)).await.unwrap();
+    settle().await;
+    assert_eq!(sink.totals(), [total(2, 10, 40, 5)]);
+    // Watermark 80: customer 1's merged session ends.
+    app.publish(order(4, 0, 140)).await.unwrap();
+    settle().await;
+    assert_eq!(sink.totals(), [total(2, 10, 40, 5), total(1, 0, 80, 111)]);
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        sink.totals()[2..],
+        [total(3, 110, 140, 0), total(4, 140, 170, 0)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reduce_and_count_close_like_aggregate() {
+    let sink = Sink::default();
+    let app = app_with(
+        &sink,
+        App::builder()
+            .stream(|s: Stream<Order>| {
+                s.event_time(|o| o.at)
+                    .map(|o| (o.customer, o.cents))
+                    .key_by(|(customer, _)| *customer)
+                    .window(Tumbling::of(Duration::from_secs(60)))
+                    .reduce(|a, b| (a.0, a.1.max(b.1)))
+                    .map(|w| Big {
+                        customer: w.key,
+                        cents: w.value.1,
+                    })
+                    .publish()
+            })
+            .stream(|s: Stream<Order>| {
+                s.event_time(|o| o.at)
+                    .key_by(|o| o.customer)
+                    .window(Tumbling::of(Duration::from_secs(60)))
+                    .count()
+                    .filter(|w| w.value > 1)
+                    .map(|w| Windows(w.value))
+                    .publish()
+            }),
+    )
+    .await;
+    publish_all(
+        &app,
+        [
+            order(1, 5, 1),
+            order(1, 9, 2),
+            order(1, 3, 3),
+            order(2, 4, 4),
+        ],
+    )
+    .await;
+    app.publish(order(9, 0, 60)).await.unwrap();
+    settle().await;
+    assert_eq!(
+        *sink.big.lock().unwrap(),
+        [
+            Big {
+                customer: 1,
+                cents: 9
+            },
+            Big {
+                customer: 2,
+                cents: 4
+            }
+        ]
+    );
+    assert_eq!(*sink.windows.lock().unwrap(), [3]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn processing_time_windows_close_on_a_timer_without_more_events() {
+    let sink = Sink::default();
+    let app = app_with(
+        &sink,
+        App::builder().stream(|s: Stream<Order>| {
+            s.processing_time()
+                .key_by(|o| o.customer)
+                .window(Tumbling::of(Duration::from_secs(60)))
+                .aggregate(0, |cents, o| *cents += o.cents)
+                .map(Total::from)
+                .publish()
+        }),
+    )
+    .await;
+    // Event times do not matter on processing time (and nothing is late).
+    publish_all(&app, [order(1, 1, 500), order(1, 10, 0)]).await;
+    settle().await;
+    assert_eq!(sink.totals(), []);
+    tokio::time::timeout(LIMIT, async {
+        while sink.totals().is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await
+    .expect("the window closes on its timer");
+    let totals = sink.totals();
+    assert_eq!(totals.len(), 1);
+    assert_eq!((totals[0].key, totals[0].value), (1, 11));
+    assert_eq!(totals[0].end - totals[0].start, 60);
+    assert!(app.dead_letters().is_empty());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_moves_event_time_on_with_the_clock_when_asked() {
+    let sink = Sink::default();
+    let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
+        s.advance_when_idle(Duration::from_secs(10))
+    }));
+    let app = app_with(&sink, builder).await;
+
+    publish_all(&app, [order(1, 1, 30), order(1, 2, 40)]).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(sink.totals(), [], "not idle yet");
+    // Idle since event time 40: the watermark reaches 60 twenty seconds after the last event.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(sink.totals(), []);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.totals(), [total(1, 0, 60, 3)]);
+    app.shutdown().await.unwrap();
+}
+
+/// Orders joined with their payments within a minute.
+fn paid_within_a_minute(s: Stream<Order>) -> eventdriven::stream::Pipeline {
+    s.event_time(|o| o.at)
+        .out_of_orderness(Duration::from_secs(300))
+        .key_by(|o| o.id)
+        .join(
+            Stream::<Payment>::new()
+                .event_time(|p| p.at)
+                .key_by(|p| p.order),
+            Duration::from_secs(60),
+        )
+        .map(|id, o, p| Paid {
+            order: *id,
+            ordered: secs(o.at),
+            paid: secs(p.at),
+        })
+        .publish()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_join_pairs_events_of_one_key_within_the_bound_only() {
+    let sink = Sink::default();
+    let app = app_with(&sink, App::builder().stream(paid_within_a_minute)).await;
+
+    let o = |id, s| Order {
+        id,
+        customer: 0,
+        cents: 0,
+        at: at(s),
+    };
+    let p = |order, s| Payment { order, at: at(s) };
+    app.publish(o(1, 10)).await.unwrap();
+    app.publish(o(2, 20)).await.unwrap();
+    app.publish(p(1, 70)).await.unwrap(); // 60 s after: inside (the bound is inclusive)
+    app.publish(p(2, 81)).await.unwrap(); // 61 s after: outside
+    app.publish(p(3, 30)).await.unwrap(); // no such order
+    app.publish(p(4, 100)).await.unwrap(); // before its order, within the bound
+    app.publish(o(4, 130)).await.unwrap();
+    settle().await;
+    assert_eq!(
+        *sink.paid.lock().unwrap(),
+        [
+            Paid {
+                order: 1,
+                ordered: 10,
+                paid: 70
+            },
+            Paid {
+                order: 4,
+                ordered: 130,
+                paid: 100
+            }
+        ]
+    );
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        sink.paid.lock().unwrap().len(),
+        2,
+        "a join publishes nothing at shutdown"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_join_turns_late_events_away() {
+    let sink = Sink::default();
+    let app = app_with(&sink, App::builder().stream(paid_within_a_minute)).await;
+    // Watermark 1000 - 300 = 700: a payment at 600 is late.
+    app.publish(Order {
+        id: 1,
+        customer: 0,
+        cents: 0,
+        at: at(1_000),
+    })
+    .await
+    .unwrap();
+    app.publish(Payment {
+        order: 1,
+        at: at(600),
+    })
+    .await
+    .unwrap();
+    settle().await;
+    let letters = app.dead_letters().list();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].is::<Payment>());
+    assert!(
+        letters[0].error.contains("late event"),
+        "{}",
+        letters[0].error
+    );
+    assert!(sink.paid.lock().unwrap().is_empty());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_publishes_open_windows_also_of_streams_fed_by_streams() {
+    let sink = Sink::default();
+    let app = app_with(
+        &sink,
+        App::builder()
+            .stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| s))
+            // Counts the windows the first stream publishes, per hour of the wall clock.
+            .stream(|s: Stream<Total>| {
+                s.key_by(|_| 0u8)
+                    .window(Tumbling::of(Duration::from_secs(3600)))
+                    .count()
+                    .map(|w| Windows(w.value))
+                    .publish()
+            }),
+    )
+    .await;
+    publish_all(&app, [order(1, 1, 10), order(2, 2, 20)]).await;
+    settle().await;
+    assert_eq!(sink.totals(), []);
+    app.shutdown().await.unwrap();
+    assert_eq!(sink.totals(), [total(1, 0, 60, 1), total(2, 0, 60, 2)]);
+    // The hour may turn between the two (wall clock): 2, or 1 and 1.
+    assert_eq!(sink.windows.lock().unwrap().iter().sum::<u64>(), 2);
+}
+
+/// Blocks on a gate in its handler.
+struct Gated {
+    gate: Arc<Semaphore>,
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+#[handlers]
+impl Gated {
+    #[subscribe]
+    async fn on_big(&mut self, ev: &Big) {
+        self.gate.acquire().await.expect("gate open").forget();
+        self.seen.lock().unwrap().push(ev.cents);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_has_a_bounded_mailbox_and_waits_for_its_subscribers() {
+    let gate = Arc::new(Semaphore::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = App::builder()
+        .send_timeout(LIMIT)
+        .actor_with(
+            Gated {
+                gate: gate.clone(),
+                seen: seen.clone(),
+            },
+            Mailbox::bounded(1),
+        )
+        .stream(|s: Stream<Order>| {
+            s.mailbox(Mailbox::bounded(1))
+                .map(|o| Big {
+                    customer: o.customer,
+                    cents: o.cents,
+                })
+                .publish()
+        })
+        .build()
+        .await
+        .unwrap();
+
+    // 1 is in the subscriber's handler, 2 in its mailbox, 3 in the stream's handler waiting
+    // for room, 4 in the stream's mailbox: the fifth finds no room.
+    publish_all(&app, (1..=4).map(|n| order(0, n, 0))).await;
+    settle().await;
+    let refused = app.try_publish(order(0, 5, 0)).expect_err("no room");
+    assert!(refused.is_full(), "{refused:?}");
+    let stream = app
+        .stats()
+        .actors
+        .into_iter()
+        .find(|a| a.actor == "stream")
+        .expect("the stream is an actor");
+    assert_eq!(stream.queued, 1);
+
+    let publisher = tokio::spawn({
+        let app = app.clone();
+        async move { app.publish(order(0, 5, 0)).await }
+    });
+    gate.add_permits(5);
+    tokio::time::timeout(LIMIT, publisher)
+        .await
+        .expect("the publisher gets room")
+        .unwrap()
+        .unwrap();
+    app.shutdown().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn misconfigured_windows_fail_the_build() {
+    let sliding = Sliding::of(Duration::from_secs(10)).every(Duration::from_secs(20));
+    let error = App::builder()
+        .stream(cents_per(sliding, |s| s))
+        .build()
+        .await
+        .err()
+        .expect("a sliding window with gaps is refused");
+    assert!(error.to_string().contains("leaves gaps"), "{error}");
+    let error = App::builder()
+        .stream(|s: Stream<Order>| {
+            s.mailbox(Mailbox::bounded(0))
+                .map(|o| Big {
+                    customer: o.customer,
+                    cents: 0,
+                })
+                .publish()
+        })
+        .build()
+        .await
+        .err()
+        .expect("an empty mailbox is refused");
+    assert!(error.to_string().contains("capacity 0"), "{error}");
+}
