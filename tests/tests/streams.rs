@@ -723,3 +723,136 @@ async fn misconfigured_windows_fail_the_build() {
         .expect("an empty mailbox is refused");
     assert!(error.to_string().contains("capacity 0"), "{error}");
 }
+
+/// A scratch directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("eventdriven-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+struct Sale {
+    shop: u32,
+    cents: u64,
+    at_s: u64,
+}
+
+/// Cents per shop per minute, checkpointed in the store.
+fn checkpointed_sales(s: Stream<Sale>) -> eventdriven::stream::Pipeline {
+    s.name("sales-per-minute")
+        .event_time(|sale| at(sale.at_s))
+        .key_by(|sale| sale.shop)
+        .window(Tumbling::of(Duration::from_secs(60)))
+        .aggregate_checkpointed(0, |cents, sale| *cents += sale.cents)
+        .map(Total::from)
+        .publish()
+}
+
+fn sale(shop: u32, cents: u64, at_s: u64) -> Sale {
+    Sale { shop, cents, at_s }
+}
+
+/// One app's life on the SQLite file `db`, in a runtime of its own: `run` publishes; the
+/// runtime is dropped at the end (every task with it, no shutdown) unless `run` shuts the app
+/// down itself. Returns what the sink saw and the dead letters' count.
+fn life<F>(db: &std::path::Path, run: impl FnOnce(App) -> F) -> (Vec<Total>, usize)
+where
+    F: std::future::Future<Output = App>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = Sink::default();
+    let letters = runtime.block_on(async {
+        let store = eventdriven::store::Store::sqlite(db).await.unwrap();
+        let app = App::builder()
+            .store(store)
+            .actor(sink.clone())
+            .stream(checkpointed_sales)
+            .build()
+            .await
+            .unwrap();
+        let app = tokio::time::timeout(Duration::from_secs(60), run(app))
+            .await
+            .expect("the app's work ends in time");
+        app.dead_letters().len()
+    });
+    drop(runtime);
+    (sink.totals(), letters)
+}
+
+/// Waits until the stream's checkpoint is at `version` (one per message it handled).
+async fn checkpointed(db: &std::path::Path, version: u64) {
+    let store = eventdriven::store::Store::sqlite(db).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let snapshot = store
+                .load_snapshot("eventdriven.stream/sales-per-minute")
+                .await
+                .unwrap();
+            if snapshot.is_some_and(|s| s.version >= version) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the checkpoint is written");
+}
+
+#[test]
+fn checkpointed_windows_survive_a_crash_and_close_with_the_right_total() {
+    let dir = Scratch::new("stream-checkpoint");
+    let db = dir.0.join("app.db");
+
+    // First life: two sales in minute 0 for shop 1, one for shop 2; then the process dies
+    // (its runtime is dropped, no shutdown) with the minute still open.
+    let (totals, _) = life(&db, |app| async {
+        for s in [sale(1, 100, 10), sale(1, 200, 20), sale(2, 5, 25)] {
+            app.publish(s).await.unwrap();
+        }
+        // The start tick and three sales.
+        checkpointed(&db, 4).await;
+        app
+    });
+    assert_eq!(totals, []);
+
+    // Second life: the windows and the watermark (25) come back. 15 is late now; 30 still
+    // counts; 60 closes minute 0 with the sales of both lives.
+    let (totals, letters) = life(&db, |app| async {
+        for s in [sale(1, 10_000, 15), sale(1, 400, 30), sale(3, 1, 60)] {
+            app.publish(s).await.unwrap();
+        }
+        // Shutdown keeps minute 1 (shop 3) in the checkpoint instead of publishing it.
+        app.shutdown().await.unwrap();
+        app
+    });
+    assert_eq!(totals, [total(1, 0, 60, 700), total(2, 0, 60, 5)]);
+    assert_eq!(letters, 1, "the late sale");
+
+    // Third life: minute 1 closes with what the second life left in it.
+    let (totals, _) = life(&db, |app| async {
+        app.publish(sale(3, 2, 125)).await.unwrap();
+        app.shutdown().await.unwrap();
+        app
+    });
+    assert_eq!(totals, [total(3, 60, 120, 1)]);
+}

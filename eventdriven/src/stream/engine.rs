@@ -32,6 +32,26 @@ pub(crate) trait Engine<L, R, O>: Send + 'static {
     fn timed(&self) -> bool {
         true
     }
+
+    /// The state as JSON, for a checkpoint; `None` when it is not checkpointed.
+    fn save(&self) -> Option<serde_json::Result<Json>> {
+        None
+    }
+
+    /// Takes back the state of a checkpoint made by [`save`](Self::save).
+    fn restore(&mut self, _state: Json) -> serde_json::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON value.
+pub(crate) type Json = serde_json::Value;
+
+/// How an engine's state of type `S` goes to and from a checkpoint: functions made where the
+/// serde bounds hold.
+pub(crate) struct Codec<S> {
+    pub(crate) save: fn(&S) -> serde_json::Result<Json>,
+    pub(crate) load: fn(Json) -> serde_json::Result<S>,
 }
 
 /// `map` and `filter` without windows: one input, at most one output, no time.
@@ -94,6 +114,14 @@ where
 
     fn timed(&self) -> bool {
         self.inner.timed()
+    }
+
+    fn save(&self) -> Option<serde_json::Result<Json>> {
+        self.inner.save()
+    }
+
+    fn restore(&mut self, state: Json) -> serde_json::Result<()> {
+        self.inner.restore(state)
     }
 }
 

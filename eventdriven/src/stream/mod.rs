@@ -95,6 +95,15 @@
 //! published rather than lost), drains what that publishes, and repeats while streams fed by
 //! other streams still have windows open (at most 8 rounds, within the shutdown deadline).
 //! Join buffers hold nothing to publish and are let go.
+//!
+//! # Checkpoints
+//!
+//! With [`WindowedStream::aggregate_checkpointed`] and a store on the app
+//! ([`AppBuilder::store`](crate::AppBuilder::store)), a stream writes its open windows and its
+//! watermark to the store's snapshots after each message it handles, and reads them back when
+//! the app starts: a window that spans a restart or a crash closes with the events of both
+//! runs. Such a stream keeps its open windows in the store at shutdown instead of publishing
+//! them.
 
 mod engine;
 mod join;
@@ -107,7 +116,10 @@ use std::time::Duration;
 pub(crate) use runner::Hook;
 pub use window::{Session, Sliding, Tumbling, WindowKind};
 
-use engine::{Engine, Stateless, Then};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use engine::{Codec, Engine, Stateless, Then};
 use join::IntervalJoin;
 use runner::StreamSpec;
 use window::{FixedWindows, Kind, Sessions};
@@ -142,6 +154,14 @@ pub(crate) struct Settings {
     pub(crate) idle: Option<Duration>,
     pub(crate) publish_late: bool,
     pub(crate) mailbox: Mailbox,
+    /// The state is checkpointed in the app's store.
+    pub(crate) checkpoint: bool,
+}
+
+/// The checkpoint codecs of a window's state, either kind.
+struct Codecs<K, T, A> {
+    fixed: Codec<window::FixedState<K, A>>,
+    session: Codec<window::SessionState<K, T>>,
 }
 
 /// The input of a stream that is not a join (never constructed).
@@ -177,6 +197,7 @@ impl<E: Event> Stream<E> {
                 idle: None,
                 publish_late: false,
                 mailbox: Mailbox::default(),
+                checkpoint: false,
             },
             time: None,
             pipe: Box::new(|e: &E| Some(e.clone())),
@@ -344,28 +365,62 @@ impl<E: Event, K: Ord + Clone + Send + 'static, T: Send + 'static> WindowedStrea
         init: A,
         fold: impl FnMut(&mut A, &T) + Send + 'static,
     ) -> Results<E, NoJoin, Window<K, A>> {
+        self.build(init, Box::new(fold), None)
+    }
+
+    /// [`aggregate`](Self::aggregate), with the open windows and the watermark checkpointed
+    /// in the app's store (when [`AppBuilder::store`](crate::AppBuilder::store) gave one),
+    /// so windows that span a restart, or a crash, close with the right totals.
+    ///
+    /// The checkpoint is written after each event or timer tick the stream handled, once
+    /// its outputs are published, and read back when the app starts, under the stream's
+    /// [`name`](Stream::name): give each checkpointed stream its own name. At shutdown such
+    /// a stream keeps its open windows in the store for the next start instead of publishing
+    /// them. Keys, values (which session windows keep until they close) and accumulators
+    /// must be serde types.
+    ///
+    /// Events in flight when the app stops are not in the checkpoint: the bus in process is
+    /// not durable. Windows published just before a crash may be published again after it
+    /// (at least once).
+    pub fn aggregate_checkpointed<A>(
+        self,
+        init: A,
+        fold: impl FnMut(&mut A, &T) + Send + 'static,
+    ) -> Results<E, NoJoin, Window<K, A>>
+    where
+        K: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned,
+        A: Clone + Send + Serialize + DeserializeOwned + 'static,
+    {
+        let codecs = Codecs {
+            fixed: window::fixed_codec::<K, A>(),
+            session: window::session_codec::<K, T>(),
+        };
+        self.build(init, Box::new(fold), Some(codecs))
+    }
+
+    fn build<A: Clone + Send + 'static>(
+        self,
+        init: A,
+        fold: window::FoldFn<A, T>,
+        codecs: Option<Codecs<K, T, A>>,
+    ) -> Results<E, NoJoin, Window<K, A>> {
         let KeyedStream { stream, key } = self.keyed;
-        let settings = stream.settings;
+        let mut settings = stream.settings;
+        settings.checkpoint = codecs.is_some();
         let error = self.kind.check();
-        let fold = Box::new(fold);
         let engine: Box<dyn Engine<E, NoJoin, Window<K, A>>> = match self.kind.0 {
-            Kind::Fixed { size, slide } => Box::new(FixedWindows::new(
-                stream.pipe,
-                key,
-                size,
-                slide,
-                settings.lateness,
-                init,
-                fold,
-            )),
-            Kind::Session { gap } => Box::new(Sessions::new(
-                stream.pipe,
-                key,
-                gap,
-                settings.lateness,
-                init,
-                fold,
-            )),
+            Kind::Fixed { size, slide } => {
+                let mut w =
+                    FixedWindows::new(stream.pipe, key, size, slide, settings.lateness, init, fold);
+                w.codec = codecs.map(|c| c.fixed);
+                Box::new(w)
+            }
+            Kind::Session { gap } => {
+                let mut w = Sessions::new(stream.pipe, key, gap, settings.lateness, init, fold);
+                w.codec = codecs.map(|c| c.session);
+                Box::new(w)
+            }
         };
         Results {
             settings,

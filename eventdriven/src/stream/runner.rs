@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::engine::{minus, since, Engine};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{minus, since, Engine, Json};
 use super::{LateEvent, NoJoin, Settings, TimeFn, TimeMode};
 use crate::actor::mailbox::{self, MailboxCore, QueueTx, Slot};
 use crate::actor::{Begin, Delivery, HandlerOptions, MailboxItem, Routes};
@@ -18,6 +20,7 @@ use crate::app::routing::TableBuilder;
 use crate::delivery::{HandlerError, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::message::{Event, Metadata, Timestamp};
+use crate::store::{Snapshot, Store};
 use crate::{Actor, ActorOptions, Context};
 
 /// What a stream's mailbox holds.
@@ -116,6 +119,21 @@ pub(crate) struct StreamActor<L, R, O> {
     /// Its own queue and mailbox, for the timer's ticks.
     me: (QueueTx<Slot<Input<L, R>>>, Arc<MailboxCore>),
     timer: Option<watch::Sender<Option<Instant>>>,
+    /// Checkpointed: read back before the first message, written after each.
+    checkpoint: bool,
+    restored: bool,
+    /// Where checkpoints go; `None` without a store (or when reading the last one failed).
+    store: Option<Store>,
+    /// The last checkpoint's number.
+    version: u64,
+}
+
+/// A stream's checkpoint: the watermark and the engine's state.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    max_seen: Option<u64>,
+    watermark: Option<u64>,
+    engine: Json,
 }
 
 static OPTIONS: HandlerOptions = HandlerOptions {
@@ -197,14 +215,98 @@ impl<L: Event, R: Event, O: Event> StreamActor<L, R, O> {
         )))
     }
 
-    /// Closes what the watermark passed, publishes the outputs, sets the timer.
+    /// Closes what the watermark passed, publishes the outputs, sets the timer, writes the
+    /// checkpoint.
     async fn finish(&mut self, ctx: &mut Context<Self>) -> Result<(), HandlerError> {
         if let Some(w) = self.clock.watermark {
             self.engine.advance(w, &mut self.out);
         }
-        self.open.store(self.engine.open(), Ordering::SeqCst);
+        // A checkpointed stream keeps its open windows at shutdown: nothing to flush.
+        let open = if self.checkpoint {
+            0
+        } else {
+            self.engine.open()
+        };
+        self.open.store(open, Ordering::SeqCst);
         self.set_timer();
-        self.publish(ctx).await
+        self.publish(ctx).await?;
+        self.save().await;
+        Ok(())
+    }
+
+    /// The checkpoint's name in the store.
+    fn checkpoint_name(&self) -> String {
+        format!("eventdriven.stream/{}", self.name)
+    }
+
+    /// Reads the last checkpoint back, if the app has a store.
+    async fn restore(&mut self, ctx: &Context<Self>) {
+        let Some(durable) = &ctx.shared.durable else {
+            return;
+        };
+        let store = durable.store.clone();
+        let name = self.checkpoint_name();
+        let loaded = match store.load_snapshot(&name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(snapshot)) => {
+                self.version = snapshot.version;
+                serde_json::from_value::<Saved>(snapshot.state).and_then(|saved| {
+                    let at = |n: Option<u64>| n.map(Timestamp::from_unix_nanos);
+                    self.clock.max_seen = at(saved.max_seen);
+                    self.clock.watermark = at(saved.watermark);
+                    self.clock.last_arrival = Clock::now();
+                    self.engine.restore(saved.engine)
+                })
+            }
+            Err(error) => Err(serde_json::Error::io(std::io::Error::other(error))),
+        };
+        match loaded {
+            Ok(()) => self.store = Some(store),
+            // Writing over a checkpoint that could not be read would lose it for good.
+            Err(error) => tracing::error!(
+                stream = %self.name,
+                checkpoint = %name,
+                %error,
+                "stream checkpoint not read; this run starts empty and writes none"
+            ),
+        }
+    }
+
+    /// Writes the checkpoint.
+    async fn save(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let Some(engine) = self.engine.save() else {
+            return;
+        };
+        let state = engine.and_then(|engine| {
+            serde_json::to_value(Saved {
+                max_seen: self.clock.max_seen.map(Timestamp::as_unix_nanos),
+                watermark: self.clock.watermark.map(Timestamp::as_unix_nanos),
+                engine,
+            })
+        });
+        let name = self.checkpoint_name();
+        let written = match state {
+            Ok(state) => store
+                .save_snapshot(Snapshot {
+                    stream: name.clone(),
+                    version: self.version + 1,
+                    schema_version: 1,
+                    state,
+                    taken_at: Timestamp::now(),
+                })
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match written {
+            Ok(()) => self.version += 1,
+            Err(error) => {
+                tracing::error!(stream = %self.name, checkpoint = %name, %error, "stream checkpoint not written")
+            }
+        }
     }
 
     async fn publish(&mut self, ctx: &mut Context<Self>) -> Result<(), HandlerError> {
@@ -312,6 +414,10 @@ impl<L: Event, R: Event, O: Event> Actor for StreamActor<L, R, O> {
         ctx: &mut Context<Self>,
     ) -> Result<(), HandlerError> {
         let timer = matches!(msg, Input::Tick(_) | Input::Flush(_));
+        if self.checkpoint && !self.restored {
+            self.restored = true;
+            self.restore(ctx).await;
+        }
         match msg {
             Input::Left(d) => {
                 if !matches!(ctx.__begin_event(&d, &OPTIONS, None), Begin::Run) {
@@ -417,7 +523,16 @@ impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
             open: open.clone(),
             me: (tx.clone(), core.clone()),
             timer: None,
+            checkpoint: settings.checkpoint,
+            restored: false,
+            store: None,
+            version: 0,
         };
+        if settings.checkpoint {
+            // The first message: the checkpoint is read back before any event, and a
+            // processing-time window that ended while the app was down closes at once.
+            push(&tx, &core, Input::Tick(Metadata::new()));
+        }
         let (flush_tx, flush_core) = (tx.clone(), core.clone());
         let hook = Hook {
             open,

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::engine::{nanos, Engine};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::engine::{nanos, Codec, Engine, Json};
 use super::{KeyFn, Pipe, Window};
 use crate::message::Timestamp;
 
@@ -143,7 +146,8 @@ impl From<Session> for WindowKind {
 }
 
 /// One window's accumulator.
-struct Slot<A> {
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Slot<A> {
     acc: A,
     /// Changed since it was last published (new, or updated by a late event).
     dirty: bool,
@@ -160,8 +164,56 @@ pub(crate) struct FixedWindows<E, K, T, A> {
     pub(crate) init: A,
     pub(crate) fold: FoldFn<A, T>,
     /// By window end first, so the windows to close are at the front.
-    windows: BTreeMap<(Timestamp, K, Timestamp), Slot<A>>,
+    windows: FixedState<K, A>,
     dirty: usize,
+    pub(crate) codec: Option<Codec<FixedState<K, A>>>,
+}
+
+/// Tumbling and sliding windows' state: by (end, key, start).
+pub(crate) type FixedState<K, A> = BTreeMap<(Timestamp, K, Timestamp), Slot<A>>;
+
+/// A window in a checkpoint: end and start in nanoseconds.
+#[derive(Serialize, Deserialize)]
+struct SavedWindow<K, A> {
+    key: K,
+    start: u64,
+    end: u64,
+    slot: Slot<A>,
+}
+
+pub(crate) fn fixed_codec<K, A>() -> Codec<FixedState<K, A>>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned,
+    A: Clone + Serialize + DeserializeOwned,
+{
+    Codec {
+        save: |windows| {
+            let saved: Vec<_> = windows
+                .iter()
+                .map(|((end, key, start), slot)| SavedWindow {
+                    key: key.clone(),
+                    start: start.as_unix_nanos(),
+                    end: end.as_unix_nanos(),
+                    slot: Slot {
+                        acc: slot.acc.clone(),
+                        dirty: slot.dirty,
+                        revision: slot.revision,
+                    },
+                })
+                .collect();
+            serde_json::to_value(saved)
+        },
+        load: |json| {
+            let saved: Vec<SavedWindow<K, A>> = serde_json::from_value(json)?;
+            Ok(saved
+                .into_iter()
+                .map(|w| {
+                    let at = Timestamp::from_unix_nanos;
+                    ((at(w.end), w.key, at(w.start)), w.slot)
+                })
+                .collect())
+        },
+    }
 }
 
 impl<E, K, T, A> FixedWindows<E, K, T, A> {
@@ -184,6 +236,7 @@ impl<E, K, T, A> FixedWindows<E, K, T, A> {
             fold,
             windows: BTreeMap::new(),
             dirty: 0,
+            codec: None,
         }
     }
 }
@@ -276,11 +329,26 @@ where
     fn open(&self) -> usize {
         self.dirty
     }
+
+    fn save(&self) -> Option<serde_json::Result<Json>> {
+        self.codec.as_ref().map(|codec| (codec.save)(&self.windows))
+    }
+
+    fn restore(&mut self, state: Json) -> serde_json::Result<()> {
+        if let Some(codec) = &self.codec {
+            self.windows = (codec.load)(state)?;
+            self.dirty = self.windows.values().filter(|s| s.dirty).count();
+        }
+        Ok(())
+    }
 }
 
-/// One key's session.
-struct Sess<T> {
+/// One key's session (times in nanoseconds since the epoch).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Sess<T> {
+    #[serde(with = "nanos_serde")]
     start: Timestamp,
+    #[serde(with = "nanos_serde")]
     last: Timestamp,
     items: Vec<T>,
     dirty: bool,
@@ -297,8 +365,41 @@ pub(crate) struct Sessions<E, K, T, A> {
     init: A,
     fold: FoldFn<A, T>,
     /// Each key's sessions, by start.
-    sessions: BTreeMap<K, Vec<Sess<T>>>,
+    sessions: SessionState<K, T>,
     dirty: usize,
+    pub(crate) codec: Option<Codec<SessionState<K, T>>>,
+}
+
+/// Session windows' state: each key's sessions, by start.
+pub(crate) type SessionState<K, T> = BTreeMap<K, Vec<Sess<T>>>;
+
+pub(crate) fn session_codec<K, T>() -> Codec<SessionState<K, T>>
+where
+    K: Ord + Serialize + DeserializeOwned,
+    T: Serialize + DeserializeOwned,
+{
+    Codec {
+        save: |sessions| serde_json::to_value(sessions.iter().collect::<Vec<_>>()),
+        load: |json| {
+            let saved: Vec<(K, Vec<Sess<T>>)> = serde_json::from_value(json)?;
+            Ok(saved.into_iter().collect())
+        },
+    }
+}
+
+/// A timestamp as its nanoseconds.
+mod nanos_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::message::Timestamp;
+
+    pub(super) fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.as_unix_nanos())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        u64::deserialize(d).map(Timestamp::from_unix_nanos)
+    }
 }
 
 impl<E, K, T, A> Sessions<E, K, T, A> {
@@ -319,6 +420,7 @@ impl<E, K, T, A> Sessions<E, K, T, A> {
             fold,
             sessions: BTreeMap::new(),
             dirty: 0,
+            codec: None,
         }
     }
 }
@@ -416,5 +518,19 @@ where
 
     fn open(&self) -> usize {
         self.dirty
+    }
+
+    fn save(&self) -> Option<serde_json::Result<Json>> {
+        self.codec
+            .as_ref()
+            .map(|codec| (codec.save)(&self.sessions))
+    }
+
+    fn restore(&mut self, state: Json) -> serde_json::Result<()> {
+        if let Some(codec) = &self.codec {
+            self.sessions = (codec.load)(state)?;
+            self.dirty = self.sessions.values().flatten().filter(|s| s.dirty).count();
+        }
+        Ok(())
     }
 }
