@@ -680,7 +680,7 @@ async fn a_stream_has_a_bounded_mailbox_and_waits_for_its_subscribers() {
         .stats()
         .actors
         .into_iter()
-        .find(|a| a.actor == "stream")
+        .find(|a| a.actor == "stream:Order")
         .expect("the stream is an actor");
     assert_eq!(stream.queued, 1);
 
@@ -722,6 +722,19 @@ async fn misconfigured_windows_fail_the_build() {
         .err()
         .expect("an empty mailbox is refused");
     assert!(error.to_string().contains("capacity 0"), "{error}");
+    let error = App::builder()
+        .stream(checkpointed_sales)
+        .stream(checkpointed_sales)
+        .build()
+        .await
+        .err()
+        .expect("two checkpoints of one name are refused");
+    assert!(
+        error
+            .to_string()
+            .contains("two checkpointed streams are named `sales-per-minute`"),
+        "{error}"
+    );
 }
 
 /// A scratch directory, removed when dropped.

@@ -4,9 +4,10 @@
 //! consume it like anything else on the bus.
 //!
 //! A stream is declared on the builder with [`AppBuilder::stream`](crate::AppBuilder::stream)
-//! and runs as one subscriber actor (named `stream` in stats and dead letters): it has a
-//! bounded mailbox like every actor, so a slow stream slows its publishers down instead of
-//! queueing without end, and what it publishes waits for room in its subscribers' mailboxes.
+//! and runs as one subscriber actor, `stream:<name>` in [`App::stats`](crate::App::stats)
+//! (`stream` in dead letters): it has a bounded mailbox like every actor, so a slow stream
+//! slows its publishers down instead of queueing without end, and what it publishes waits for
+//! room in its subscribers' mailboxes.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -212,8 +213,8 @@ impl<E: Event> Default for Stream<E> {
 }
 
 impl<E: Event, T: Send + 'static> Stream<E, T> {
-    /// The stream's name in logs and in the reasons of its dead letters (the event's name by
-    /// default).
+    /// The stream's name: `stream:<name>` in stats, in logs, in the reasons of its dead
+    /// letters and, checkpointed, in the store (the event's name by default).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.settings.name = Arc::from(name.into());
         self

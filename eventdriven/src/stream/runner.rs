@@ -17,6 +17,7 @@ use crate::actor::mailbox::{self, MailboxCore, QueueTx, Slot};
 use crate::actor::{Begin, Delivery, HandlerOptions, MailboxItem, Routes};
 use crate::app::builder::{member, Wire, Wired};
 use crate::app::routing::TableBuilder;
+use crate::delivery::durable::intern;
 use crate::delivery::{HandlerError, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::message::{Event, Metadata, Timestamp};
@@ -489,6 +490,12 @@ impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
                 settings.name
             )));
         }
+        if settings.checkpoint && !table.checkpoints.insert(settings.name.clone()) {
+            return Err(Error::Config(format!(
+                "two checkpointed streams are named `{}`: their checkpoints would mix; give each its own name with `Stream::name`",
+                settings.name
+            )));
+        }
         let capacity = settings.mailbox.capacity();
         if capacity == 0 {
             return Err(Error::Config(format!(
@@ -497,7 +504,14 @@ impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
             )));
         }
         type A<L, R, O> = StreamActor<L, R, O>;
-        let (core, tx, inbox) = mailbox::mailbox::<A<L, R, O>>(capacity);
+        let (core, tx, mut inbox) = mailbox::mailbox::<A<L, R, O>>(capacity);
+        // Its own name in stats, `stream:<name>`, rather than its type's: the mailbox's core
+        // is not shared yet, so its name can still be set.
+        drop(core);
+        if let Some(core) = Arc::get_mut(&mut inbox.core) {
+            core.actor = intern(&format!("stream:{}", settings.name));
+        }
+        let core = inbox.core.clone();
         A::<L, R, O>::__routes(&mut Routes {
             table,
             members: vec![(core.clone(), tx.clone())],
