@@ -150,9 +150,16 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
+async fn publish<E: Event>(app: &App, event: E) {
+    tokio::time::timeout(LIMIT, app.publish(event))
+        .await
+        .expect("room in time")
+        .unwrap();
+}
+
 async fn publish_all(app: &App, orders: impl IntoIterator<Item = Order>) {
     for o in orders {
-        app.publish(o).await.unwrap();
+        publish(app, o).await;
     }
 }
 
@@ -228,7 +235,7 @@ async fn tumbling_windows_close_when_the_watermark_passes_their_end() {
     assert_eq!(sink.totals(), [], "no window ends before event time 30");
 
     // Event time 60 is the end of [0, 60): both keys' windows close, in key order.
-    app.publish(order(1, 1, 60)).await.unwrap();
+    publish(&app, order(1, 1, 60)).await;
     settle().await;
     assert_eq!(sink.totals(), [total(1, 0, 60, 300), total(2, 0, 60, 7)]);
 
@@ -256,7 +263,7 @@ async fn out_of_orderness_holds_the_watermark_back() {
     settle().await;
     assert_eq!(sink.totals(), []);
     // Watermark 61: [0, 60) closes with 50 and 55, not 65.
-    app.publish(order(1, 1_000, 71)).await.unwrap();
+    publish(&app, order(1, 1_000, 71)).await;
     settle().await;
     assert_eq!(sink.totals(), [total(1, 0, 60, 101)]);
     app.shutdown().await.unwrap();
@@ -305,6 +312,29 @@ async fn late_events_can_be_published_as_a_side_output() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn late_events_without_a_subscriber_for_the_side_output_are_dead_lettered() {
+    let app = App::builder()
+        .stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
+            s.publish_late()
+        }))
+        .build()
+        .await
+        .unwrap();
+    publish_all(&app, [order(1, 1, 100), order(4, 2, 30)]).await;
+    settle().await;
+    let letters = app.dead_letters().list();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]
+            .error
+            .ends_with("(and nothing subscribes to its `LateEvent`)"),
+        "{}",
+        letters[0].error
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn allowed_lateness_updates_a_closed_window_then_turns_events_away() {
     let sink = Sink::default();
     let builder = App::builder().stream(cents_per(Tumbling::of(Duration::from_secs(60)), |s| {
@@ -318,7 +348,7 @@ async fn allowed_lateness_updates_a_closed_window_then_turns_events_away() {
 
     // 50 is 20 s behind the watermark (70): within the allowed lateness, an update of the
     // window already published.
-    app.publish(order(1, 100, 50)).await.unwrap();
+    publish(&app, order(1, 100, 50)).await;
     settle().await;
     assert_eq!(
         sink.totals()[1],
@@ -329,10 +359,10 @@ async fn allowed_lateness_updates_a_closed_window_then_turns_events_away() {
     );
 
     // Watermark 95: [0, 60) is gone; 25 is 70 s behind it, late (so is 64, 31 s behind).
-    app.publish(order(1, 1_000, 95)).await.unwrap();
-    app.publish(order(1, 10_000, 25)).await.unwrap();
-    app.publish(order(1, 10_000, 64)).await.unwrap();
-    app.publish(order(1, 10_000, 65)).await.unwrap();
+    publish(&app, order(1, 1_000, 95)).await;
+    publish(&app, order(1, 10_000, 25)).await;
+    publish(&app, order(1, 10_000, 64)).await;
+    publish(&app, order(1, 10_000, 65)).await;
     settle().await;
     assert_eq!(sink.totals().len(), 2);
     assert_eq!(app.dead_letters().len(), 2);
@@ -350,7 +380,7 @@ async fn sliding_windows_count_an_event_in_each_window_it_falls_in() {
     publish_all(&app, [order(1, 1, 40), order(1, 10, 70)]).await;
     settle().await;
     assert_eq!(sink.totals(), [total(1, 0, 60, 1)]);
-    app.publish(order(1, 100, 130)).await.unwrap();
+    publish(&app, order(1, 100, 130)).await;
     settle().await;
     assert_eq!(
         sink.totals(),
@@ -385,11 +415,11 @@ async fn session_windows_close_after_the_gap_and_merge_when_bridged() {
     )
     .await;
     // Watermark 50 (110 - 60): customer 2's session ended at 40.
-    app.publish(order(3, 0, 110)).await.unwrap();
+    publish(&app, order(3, 0, 110)).await;
     settle().await;
     assert_eq!(sink.totals(), [total(2, 10, 40, 5)]);
     // Watermark 80: customer 1's merged session ends.
-    app.publish(order(4, 0, 140)).await.unwrap();
+    publish(&app, order(4, 0, 140)).await;
     settle().await;
     assert_eq!(sink.totals(), [total(2, 10, 40, 5), total(1, 0, 80, 111)]);
     app.shutdown().await.unwrap();
@@ -438,7 +468,7 @@ async fn reduce_and_count_close_like_aggregate() {
         ],
     )
     .await;
-    app.publish(order(9, 0, 60)).await.unwrap();
+    publish(&app, order(9, 0, 60)).await;
     settle().await;
     assert_eq!(
         *sink.big.lock().unwrap(),
@@ -541,13 +571,13 @@ async fn the_join_pairs_events_of_one_key_within_the_bound_only() {
         at: at(s),
     };
     let p = |order, s| Payment { order, at: at(s) };
-    app.publish(o(1, 10)).await.unwrap();
-    app.publish(o(2, 20)).await.unwrap();
-    app.publish(p(1, 70)).await.unwrap(); // 60 s after: inside (the bound is inclusive)
-    app.publish(p(2, 81)).await.unwrap(); // 61 s after: outside
-    app.publish(p(3, 30)).await.unwrap(); // no such order
-    app.publish(p(4, 100)).await.unwrap(); // before its order, within the bound
-    app.publish(o(4, 130)).await.unwrap();
+    publish(&app, o(1, 10)).await;
+    publish(&app, o(2, 20)).await;
+    publish(&app, p(1, 70)).await; // 60 s after: inside (the bound is inclusive)
+    publish(&app, p(2, 81)).await; // 61 s after: outside
+    publish(&app, p(3, 30)).await; // no such order
+    publish(&app, p(4, 100)).await; // before its order, within the bound
+    publish(&app, o(4, 130)).await;
     settle().await;
     assert_eq!(
         *sink.paid.lock().unwrap(),
@@ -577,20 +607,24 @@ async fn the_join_turns_late_events_away() {
     let sink = Sink::default();
     let app = app_with(&sink, App::builder().stream(paid_within_a_minute)).await;
     // Watermark 1000 - 300 = 700: a payment at 600 is late.
-    app.publish(Order {
-        id: 1,
-        customer: 0,
-        cents: 0,
-        at: at(1_000),
-    })
-    .await
-    .unwrap();
-    app.publish(Payment {
-        order: 1,
-        at: at(600),
-    })
-    .await
-    .unwrap();
+    publish(
+        &app,
+        Order {
+            id: 1,
+            customer: 0,
+            cents: 0,
+            at: at(1_000),
+        },
+    )
+    .await;
+    publish(
+        &app,
+        Payment {
+            order: 1,
+            at: at(600),
+        },
+    )
+    .await;
     settle().await;
     let letters = app.dead_letters().list();
     assert_eq!(letters.len(), 1);

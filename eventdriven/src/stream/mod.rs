@@ -257,7 +257,8 @@ impl<E: Event, T: Send + 'static> Stream<E, T> {
         self
     }
 
-    /// Publishes late events as [`LateEvent<E>`] instead of dead-lettering them.
+    /// Publishes late events as [`LateEvent<E>`] instead of dead-lettering them (while no
+    /// actor subscribes to `LateEvent<E>`, they are still dead-lettered, so none is lost).
     pub fn publish_late(mut self) -> Self {
         self.settings.publish_late = true;
         self

@@ -197,7 +197,8 @@ impl<L: Event, R: Event, O: Event> StreamActor<L, R, O> {
         (t, w): (Timestamp, Timestamp),
         ctx: &mut Context<Self>,
     ) -> Result<(), HandlerError> {
-        if self.publish_late {
+        let subscribed = ctx.shared.routes.subscriber_count::<LateEvent<E>>() > 0;
+        if self.publish_late && subscribed {
             return ctx
                 .publish(LateEvent {
                     event: event.clone(),
@@ -208,8 +209,14 @@ impl<L: Event, R: Event, O: Event> StreamActor<L, R, O> {
                 .await
                 .map_err(HandlerError::new);
         }
+        // Published to nobody, it would be lost: dead-lettered instead, saying so.
+        let unheard = if self.publish_late {
+            " (and nothing subscribes to its `LateEvent`)"
+        } else {
+            ""
+        };
         Err(HandlerError::new(format!(
-            "late event: stream `{}` got `{}` at event time {t}, more than the allowed lateness of {:?} behind its watermark {w}",
+            "late event: stream `{}` got `{}` at event time {t}, more than the allowed lateness of {:?} behind its watermark {w}{unheard}",
             self.name,
             E::NAME,
             self.clock.lateness
