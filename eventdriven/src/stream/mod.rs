@@ -172,6 +172,7 @@ pub enum NoJoin {}
 impl Message for NoJoin {
     const NAME: &'static str = "eventdriven.stream.no_join";
 }
+#[diagnostic::do_not_recommend]
 impl Event for NoJoin {}
 
 /// A typed stream of the events of type `E`, carried as values of type `T` after
@@ -339,6 +340,41 @@ impl<E: Event, K: Ord + Clone + Send + 'static, T: Send + 'static> KeyedStream<E
     /// (`out_of_orderness`, `allowed_lateness`, time mode); `other` gives only how its events
     /// are timed ([`Stream::event_time`]), mapped, filtered and keyed. A value waits for
     /// partners until the watermark is `within` plus the allowed lateness past it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use eventdriven::prelude::*;
+    /// use eventdriven::stream::Stream;
+    /// use eventdriven::Timestamp;
+    ///
+    /// #[derive(Event, Clone, Debug)]
+    /// struct Ordered { order: u32, at: Timestamp }
+    ///
+    /// #[derive(Event, Clone, Debug)]
+    /// struct Paid { order: u32, at: Timestamp }
+    ///
+    /// #[derive(Event, Clone, Debug)]
+    /// struct PaidInTime { order: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eventdriven::Result<()> {
+    /// let app = App::builder()
+    ///     .stream(|orders: Stream<Ordered>| {
+    ///         orders
+    ///             .event_time(|o| o.at)
+    ///             .key_by(|o| o.order)
+    ///             .join(
+    ///                 Stream::<Paid>::new().event_time(|p| p.at).key_by(|p| p.order),
+    ///                 Duration::from_secs(15 * 60),
+    ///             )
+    ///             .map(|order, _ordered, _paid| PaidInTime { order: *order })
+    ///             .publish()
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # app.shutdown().await
+    /// # }
+    /// ```
     pub fn join<R: Event, U: Send + 'static>(
         self,
         other: KeyedStream<R, K, U>,
@@ -650,4 +686,5 @@ pub struct LateEvent<E> {
 impl<E: Event> Message for LateEvent<E> {
     const NAME: &'static str = "eventdriven.stream.late";
 }
+#[diagnostic::do_not_recommend]
 impl<E: Event> Event for LateEvent<E> {}

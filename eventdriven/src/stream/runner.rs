@@ -318,7 +318,8 @@ impl<L: Event, R: Event, O: Event> StreamActor<L, R, O> {
     }
 
     async fn publish(&mut self, ctx: &mut Context<Self>) -> Result<(), HandlerError> {
-        for output in std::mem::take(&mut self.out) {
+        // Drained, so the buffer is reused; on a failure the rest is dropped with the error.
+        for output in self.out.drain(..) {
             ctx.publish(output).await.map_err(HandlerError::new)?;
         }
         Ok(())
