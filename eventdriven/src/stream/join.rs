@@ -98,3 +98,56 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_unix_nanos((1_000_000 + secs) * 1_000_000_000)
+    }
+
+    /// An id and a time in seconds.
+    type E = (u32, u64);
+
+    /// Orders and payments, joined within 60 s, lateness 10 s, into their times.
+    fn join() -> IntervalJoin<E, E, u32, E, E, (u64, u64)> {
+        IntervalJoin {
+            left_pipe: Box::new(|e| Some(*e)),
+            left_key: Box::new(|e| e.0),
+            right_pipe: Box::new(|e| Some(*e)),
+            right_key: Box::new(|e| e.0),
+            within: Duration::from_secs(60),
+            lateness: Duration::from_secs(10),
+            join: Box::new(|_, l, r| (l.1, r.1)),
+            lefts: BTreeMap::new(),
+            rights: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn pairs_within_the_bound_either_way_and_forgets_what_can_no_longer_match() {
+        let mut j = join();
+        let mut out = Vec::new();
+        j.left(at(100), &(1, 100), &mut out);
+        j.right(at(160), &(1, 160), &mut out); // 60 s after: inside
+        j.right(at(39), &(1, 39), &mut out); // 61 s before: outside
+        j.right(at(40), &(2, 40), &mut out); // another key
+        assert_eq!(out, [(100, 160)]);
+        // The order at 100 may still meet a payment at up to 160 that is not late: kept
+        // while the watermark is at most 100 + 60 + 10.
+        assert_eq!(
+            j.due(),
+            Some(at(39) + Duration::from_secs(70) + Duration::from_nanos(1))
+        );
+        j.advance(at(170), &mut out);
+        assert!(j.lefts.contains_key(&1));
+        j.advance(at(171), &mut out);
+        assert!(!j.lefts.contains_key(&1));
+        assert_eq!(
+            j.rights.get(&1).map(Vec::len),
+            Some(1),
+            "the one at 160 stays"
+        );
+    }
+}

@@ -534,3 +534,123 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A whole number of hours after the epoch, so windows are aligned on it.
+    const B: u64 = 300 * 3600;
+
+    /// `B + secs`.
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_unix_nanos((B + secs) * 1_000_000_000)
+    }
+
+    type E = (u32, u64);
+
+    /// (key, start, end, value, revision) of each window, in seconds after `B`.
+    fn plain(out: &[Window<u32, u64>]) -> Vec<(u32, u64, u64, u64, u32)> {
+        let secs = |t: Timestamp| t.as_unix_nanos() / 1_000_000_000 - B;
+        out.iter()
+            .map(|w| (w.key, secs(w.start), secs(w.end), w.value, w.revision))
+            .collect()
+    }
+
+    fn pipe() -> Pipe<E, E> {
+        Box::new(|e: &E| Some(*e))
+    }
+
+    fn key() -> KeyFn<E, u32> {
+        Box::new(|e: &E| e.0)
+    }
+
+    fn sum() -> FoldFn<u64, E> {
+        Box::new(|acc: &mut u64, e: &E| *acc += e.1)
+    }
+
+    fn fixed(size: u64, slide: u64, lateness: u64) -> Box<dyn Engine<E, E, Window<u32, u64>>> {
+        let d = Duration::from_secs;
+        Box::new(FixedWindows::new(
+            pipe(),
+            key(),
+            d(size),
+            d(slide),
+            d(lateness),
+            0,
+            sum(),
+        ))
+    }
+
+    #[test]
+    fn a_sliding_window_takes_an_event_in_every_window_that_holds_it() {
+        let mut w = fixed(60, 20, 0);
+        let mut out = Vec::new();
+        w.left(at(45), &(1, 1), &mut out);
+        assert_eq!(w.open(), 3);
+        assert_eq!(w.due(), Some(at(60)));
+        w.advance(at(200), &mut out);
+        assert_eq!(
+            plain(&out),
+            [(1, 0, 60, 1, 0), (1, 20, 80, 1, 0), (1, 40, 100, 1, 0)]
+        );
+        assert_eq!((w.open(), w.due()), (0, None));
+    }
+
+    #[test]
+    fn a_closed_window_is_kept_for_the_lateness_and_published_again_when_updated() {
+        let mut w = fixed(60, 60, 30);
+        let mut out = Vec::new();
+        w.left(at(10), &(1, 1), &mut out);
+        w.advance(at(60), &mut out);
+        assert_eq!(plain(&out), [(1, 0, 60, 1, 0)]);
+        // Kept until its end plus the lateness.
+        assert_eq!(w.due(), Some(at(90)));
+        w.left(at(50), &(1, 10), &mut out);
+        assert_eq!(w.due(), Some(at(60)), "updated: due at once");
+        w.advance(at(70), &mut out);
+        assert_eq!(plain(&out)[1], (1, 0, 60, 11, 1));
+        w.advance(at(90), &mut out);
+        assert_eq!(
+            (out.len(), w.due()),
+            (2, None),
+            "purged, not published again"
+        );
+    }
+
+    #[test]
+    fn a_session_that_bridges_two_merges_them() {
+        let d = Duration::from_secs;
+        let mut w: Box<dyn Engine<E, E, Window<u32, u64>>> =
+            Box::new(Sessions::new(pipe(), key(), d(30), d(0), 0, sum()));
+        let mut out = Vec::new();
+        w.left(at(0), &(1, 1), &mut out);
+        w.left(at(50), &(1, 10), &mut out);
+        assert_eq!(w.open(), 2);
+        w.left(at(25), &(1, 100), &mut out);
+        assert_eq!(w.open(), 1);
+        // Exactly a gap after the last event is a new session.
+        w.left(at(110), &(1, 1000), &mut out);
+        assert_eq!(w.due(), Some(at(80)));
+        w.advance(at(80), &mut out);
+        assert_eq!(plain(&out), [(1, 0, 80, 111, 0)]);
+    }
+
+    #[test]
+    fn window_state_goes_through_a_checkpoint_unchanged() {
+        let d = Duration::from_secs;
+        let mut w = FixedWindows::new(pipe(), key(), d(60), d(60), d(0), 0u64, sum());
+        w.codec = Some(fixed_codec());
+        let mut out = Vec::new();
+        Engine::<E, E, _>::left(&mut w, at(10), &(1, 1), &mut out);
+        Engine::<E, E, _>::left(&mut w, at(70), &(2, 5), &mut out);
+        let saved = Engine::<E, E, _>::save(&w).unwrap().unwrap();
+
+        let mut back = FixedWindows::new(pipe(), key(), d(60), d(60), d(0), 0u64, sum());
+        back.codec = Some(fixed_codec());
+        Engine::<E, E, _>::restore(&mut back, saved).unwrap();
+        assert_eq!(Engine::<E, E, _>::open(&back), 2);
+        Engine::<E, E, _>::advance(&mut back, at(200), &mut out);
+        assert_eq!(plain(&out), [(1, 0, 60, 1, 0), (2, 60, 120, 5, 0)]);
+    }
+}
