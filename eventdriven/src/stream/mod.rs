@@ -123,7 +123,7 @@ use serde::Serialize;
 use engine::{Codec, Engine, Stateless, Then};
 use join::IntervalJoin;
 use runner::StreamSpec;
-use window::{FixedWindows, Kind, Sessions};
+use window::{FixedWindows, Folding, Kind, Sessions};
 
 use crate::app::builder::Wire;
 use crate::message::{Event, Message, Timestamp};
@@ -447,15 +447,20 @@ impl<E: Event, K: Ord + Clone + Send + 'static, T: Send + 'static> WindowedStrea
         let mut settings = stream.settings;
         settings.checkpoint = codecs.is_some();
         let error = self.kind.check();
+        let folding = Folding {
+            pipe: stream.pipe,
+            key,
+            init,
+            fold,
+        };
         let engine: Box<dyn Engine<E, NoJoin, Window<K, A>>> = match self.kind.0 {
             Kind::Fixed { size, slide } => {
-                let mut w =
-                    FixedWindows::new(stream.pipe, key, size, slide, settings.lateness, init, fold);
+                let mut w = FixedWindows::new(folding, size, slide, settings.lateness);
                 w.codec = codecs.map(|c| c.fixed);
                 Box::new(w)
             }
             Kind::Session { gap } => {
-                let mut w = Sessions::new(stream.pipe, key, gap, settings.lateness, init, fold);
+                let mut w = Sessions::new(folding, gap, settings.lateness);
                 w.codec = codecs.map(|c| c.session);
                 Box::new(w)
             }

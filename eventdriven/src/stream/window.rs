@@ -14,6 +14,23 @@ use crate::message::Timestamp;
 /// A fold of one value into a window's accumulator.
 pub(crate) type FoldFn<A, T> = Box<dyn FnMut(&mut A, &T) + Send>;
 
+/// What every kind of window does with an event: turn it into a keyed value, fold values
+/// into an accumulator starting from `init`.
+pub(crate) struct Folding<E, K, T, A> {
+    pub(crate) pipe: Pipe<E, T>,
+    pub(crate) key: KeyFn<T, K>,
+    pub(crate) init: A,
+    pub(crate) fold: FoldFn<A, T>,
+}
+
+impl<E, K, T, A> Folding<E, K, T, A> {
+    /// The event's value and its key, unless the stream's steps drop it.
+    fn keyed(&mut self, event: &E) -> Option<(K, T)> {
+        let value = (self.pipe)(event)?;
+        Some(((self.key)(&value), value))
+    }
+}
+
 /// How events are grouped in time: made from [`Tumbling`], [`Sliding`] or [`Session`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowKind(pub(crate) Kind);
@@ -156,13 +173,10 @@ pub(crate) struct Slot<A> {
 
 /// Tumbling and sliding windows, keyed.
 pub(crate) struct FixedWindows<E, K, T, A> {
-    pub(crate) pipe: Pipe<E, T>,
-    pub(crate) key: KeyFn<T, K>,
-    pub(crate) size: u64,
-    pub(crate) slide: u64,
-    pub(crate) lateness: u64,
-    pub(crate) init: A,
-    pub(crate) fold: FoldFn<A, T>,
+    folding: Folding<E, K, T, A>,
+    size: u64,
+    slide: u64,
+    lateness: u64,
     /// By window end first, so the windows to close are at the front.
     windows: FixedState<K, A>,
     dirty: usize,
@@ -218,22 +232,16 @@ where
 
 impl<E, K, T, A> FixedWindows<E, K, T, A> {
     pub(crate) fn new(
-        pipe: Pipe<E, T>,
-        key: KeyFn<T, K>,
+        folding: Folding<E, K, T, A>,
         size: Duration,
         slide: Duration,
         lateness: Duration,
-        init: A,
-        fold: FoldFn<A, T>,
     ) -> Self {
         Self {
-            pipe,
-            key,
+            folding,
             size: nanos(size),
             slide: nanos(slide),
             lateness: nanos(lateness),
-            init,
-            fold,
             windows: BTreeMap::new(),
             dirty: 0,
             codec: None,
@@ -249,10 +257,9 @@ where
     A: Clone + Send + 'static,
 {
     fn left(&mut self, t: Timestamp, event: &E, _: &mut Vec<Window<K, A>>) {
-        let Some(value) = (self.pipe)(event) else {
+        let Some((key, value)) = self.folding.keyed(event) else {
             return;
         };
-        let key = (self.key)(&value);
         let t = t.as_unix_nanos();
         // The latest window holding `t` starts at the last multiple of `slide`; earlier ones
         // every `slide` before it, while they still reach `t`.
@@ -270,11 +277,11 @@ where
                     Timestamp::from_unix_nanos(start),
                 ))
                 .or_insert_with(|| Slot {
-                    acc: self.init.clone(),
+                    acc: self.folding.init.clone(),
                     dirty: false,
                     revision: 0,
                 });
-            (self.fold)(&mut slot.acc, &value);
+            (self.folding.fold)(&mut slot.acc, &value);
             if !slot.dirty {
                 slot.dirty = true;
                 self.dirty += 1;
@@ -358,12 +365,9 @@ pub(crate) struct Sess<T> {
 /// Session windows, keyed: the events are kept until the session closes, then folded, since
 /// a late event may merge two sessions.
 pub(crate) struct Sessions<E, K, T, A> {
-    pipe: Pipe<E, T>,
-    key: KeyFn<T, K>,
+    folding: Folding<E, K, T, A>,
     gap: Duration,
     lateness: Duration,
-    init: A,
-    fold: FoldFn<A, T>,
     /// Each key's sessions, by start.
     sessions: SessionState<K, T>,
     dirty: usize,
@@ -403,21 +407,11 @@ mod nanos_serde {
 }
 
 impl<E, K, T, A> Sessions<E, K, T, A> {
-    pub(crate) fn new(
-        pipe: Pipe<E, T>,
-        key: KeyFn<T, K>,
-        gap: Duration,
-        lateness: Duration,
-        init: A,
-        fold: FoldFn<A, T>,
-    ) -> Self {
+    pub(crate) fn new(folding: Folding<E, K, T, A>, gap: Duration, lateness: Duration) -> Self {
         Self {
-            pipe,
-            key,
+            folding,
             gap,
             lateness,
-            init,
-            fold,
             sessions: BTreeMap::new(),
             dirty: 0,
             codec: None,
@@ -433,10 +427,9 @@ where
     A: Clone + Send + 'static,
 {
     fn left(&mut self, t: Timestamp, event: &E, _: &mut Vec<Window<K, A>>) {
-        let Some(value) = (self.pipe)(event) else {
+        let Some((key, value)) = self.folding.keyed(event) else {
             return;
         };
-        let key = (self.key)(&value);
         let gap = self.gap;
         let sessions = self.sessions.entry(key).or_default();
         // Every session that `[t, t + gap)` touches merges with the new event.
@@ -478,9 +471,10 @@ where
                     return true;
                 }
                 if s.dirty {
-                    let mut acc = self.init.clone();
+                    let folding = &mut self.folding;
+                    let mut acc = folding.init.clone();
                     for item in &s.items {
-                        (self.fold)(&mut acc, item);
+                        (folding.fold)(&mut acc, item);
                     }
                     out.push(Window {
                         key: key.clone(),
@@ -557,29 +551,19 @@ mod tests {
             .collect()
     }
 
-    fn pipe() -> Pipe<E, E> {
-        Box::new(|e: &E| Some(*e))
-    }
-
-    fn key() -> KeyFn<E, u32> {
-        Box::new(|e: &E| e.0)
-    }
-
-    fn sum() -> FoldFn<u64, E> {
-        Box::new(|acc: &mut u64, e: &E| *acc += e.1)
+    /// Sums the values per key.
+    fn folding() -> Folding<E, u32, E, u64> {
+        Folding {
+            pipe: Box::new(|e: &E| Some(*e)),
+            key: Box::new(|e: &E| e.0),
+            init: 0,
+            fold: Box::new(|acc: &mut u64, e: &E| *acc += e.1),
+        }
     }
 
     fn fixed(size: u64, slide: u64, lateness: u64) -> Box<dyn Engine<E, E, Window<u32, u64>>> {
         let d = Duration::from_secs;
-        Box::new(FixedWindows::new(
-            pipe(),
-            key(),
-            d(size),
-            d(slide),
-            d(lateness),
-            0,
-            sum(),
-        ))
+        Box::new(FixedWindows::new(folding(), d(size), d(slide), d(lateness)))
     }
 
     #[test]
@@ -622,7 +606,7 @@ mod tests {
     fn a_session_that_bridges_two_merges_them() {
         let d = Duration::from_secs;
         let mut w: Box<dyn Engine<E, E, Window<u32, u64>>> =
-            Box::new(Sessions::new(pipe(), key(), d(30), d(0), 0, sum()));
+            Box::new(Sessions::new(folding(), d(30), d(0)));
         let mut out = Vec::new();
         w.left(at(0), &(1, 1), &mut out);
         w.left(at(50), &(1, 10), &mut out);
@@ -639,14 +623,14 @@ mod tests {
     #[test]
     fn window_state_goes_through_a_checkpoint_unchanged() {
         let d = Duration::from_secs;
-        let mut w = FixedWindows::new(pipe(), key(), d(60), d(60), d(0), 0u64, sum());
+        let mut w = FixedWindows::new(folding(), d(60), d(60), d(0));
         w.codec = Some(fixed_codec());
         let mut out = Vec::new();
         Engine::<E, E, _>::left(&mut w, at(10), &(1, 1), &mut out);
         Engine::<E, E, _>::left(&mut w, at(70), &(2, 5), &mut out);
         let saved = Engine::<E, E, _>::save(&w).unwrap().unwrap();
 
-        let mut back = FixedWindows::new(pipe(), key(), d(60), d(60), d(0), 0u64, sum());
+        let mut back = FixedWindows::new(folding(), d(60), d(60), d(0));
         back.codec = Some(fixed_codec());
         Engine::<E, E, _>::restore(&mut back, saved).unwrap();
         assert_eq!(Engine::<E, E, _>::open(&back), 2);
