@@ -34,7 +34,8 @@
 //! - `--role both` (the default) starts the two roles as two child processes of itself, with a
 //!   fresh `--run` name, and waits for both (at most 2 minutes); it exits with 0 when both did.
 //! - `--broker`: `nats://host:port` (NATS JetStream, the default: `$EVENTDRIVEN_NATS_URL`, else
-//!   `nats://127.0.0.1:4222`) or `redis://host:port` (Redis Streams; feature `redis`).
+//!   `nats://127.0.0.1:4222`), `redis://host:port` (Redis Streams; feature `redis`) or
+//!   `amqp://user:password@host:port/%2f` (RabbitMQ; feature `amqp`).
 //! - `--run NAME` (default `demo`) names the broker stream and the subjects, so two runs on one
 //!   server do not mix. Both roles of one run need the same name.
 //!
@@ -768,7 +769,21 @@ fn bridge(options: &Options, name: &str) -> anyhow::Result<Bridge> {
         #[cfg(not(feature = "redis"))]
         bail!("a redis:// broker needs the example built with `--features nats,redis`");
     }
-    bail!("--broker `{url}`: expected nats://host:port or redis://host:port")
+    if url.starts_with("amqp://") {
+        #[cfg(feature = "amqp")]
+        {
+            // RabbitMQ drops an event no queue is bound for: each process declares both
+            // groups' queues, so what one publishes before the other first started is kept.
+            let amqp = eventdriven::bridge::amqp::Amqp::new(url)
+                .exchange(format!("shop-{run}"))
+                .keep_for("orders", ["fulfillment.*"])
+                .keep_for("fulfillment", ["order.placed", "shop.closed"]);
+            return Ok(Bridge::new(name, amqp).ack_wait(Duration::from_secs(10)));
+        }
+        #[cfg(not(feature = "amqp"))]
+        bail!("an amqp:// broker needs the example built with `--features nats,amqp`");
+    }
+    bail!("--broker `{url}`: expected nats://host:port, redis://host:port or amqp://host:port")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -835,12 +850,12 @@ impl Options {
             (None, Role::Both) => eventdriven_examples::run_id(),
             (None, _) => options.run,
         };
-        if !["nats://", "redis://"]
+        if !["nats://", "redis://", "amqp://"]
             .iter()
             .any(|scheme| options.broker.starts_with(scheme))
         {
             bail!(
-                "--broker `{}`: expected nats://host:port or redis://host:port",
+                "--broker `{}`: expected nats://host:port, redis://host:port or amqp://host:port",
                 options.broker
             );
         }

@@ -37,6 +37,18 @@
 //!
 //! The store is `orders.db` in a fresh directory under the system temp directory, removed when
 //! the example ends (also when it fails). Run it with `cargo run --example order_monolith`.
+//!
+//! With the `live-view` feature, `--serve 127.0.0.1:PORT` keeps the app running after the four
+//! orders and serves its live view there (the actors, dead letters and saga instances on a
+//! page refreshed every second, and `/metrics` for Prometheus; see
+//! `eventdriven_examples::live_view`), while more orders keep coming, one every 300 ms: some
+//! declined, some timing out, and a rewards module whose points service fails the first time
+//! for every third confirmed order, so dead letters pile up to be retried or purged from the
+//! page. It ends on Ctrl-C, or after `--serve-for SECONDS`, with the usual summary:
+//!
+//! ```text
+//! cargo run --example order_monolith --features live-view -- --serve 127.0.0.1:8080
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -73,6 +85,24 @@ struct Item {
     sku: String,
     quantity: u32,
     unit_price: Money,
+}
+
+/// `quantity` widgets at $2.50.
+fn widget(quantity: u32) -> Item {
+    Item {
+        sku: "widget".into(),
+        quantity,
+        unit_price: Money(250),
+    }
+}
+
+/// `quantity` gadgets at $19.99.
+fn gadget(quantity: u32) -> Item {
+    Item {
+        sku: "gadget".into(),
+        quantity,
+        unit_price: Money(1999),
+    }
 }
 
 /// Cents.
@@ -874,8 +904,60 @@ async fn order(
     Ok(Some(order))
 }
 
+/// The command line: `--serve ADDR` and `--serve-for SECONDS` (feature `live-view`).
+#[derive(Debug, Default)]
+struct Options {
+    serve: Option<String>,
+    serve_for: Option<Duration>,
+}
+
+impl Options {
+    fn parse() -> anyhow::Result<Self> {
+        let mut options = Options::default();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (arg, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .with_context(|| format!("{name} needs a value"))
+            };
+            match name.as_str() {
+                "--serve" => options.serve = Some(value()?),
+                "--serve-for" => {
+                    let secs = value()?;
+                    let secs: u64 = secs.parse().with_context(|| {
+                        format!("--serve-for takes whole seconds, not `{secs}`")
+                    })?;
+                    options.serve_for = Some(Duration::from_secs(secs));
+                }
+                _ => anyhow::bail!(
+                    "unknown argument `{name}`; the options are `--serve 127.0.0.1:PORT` and \
+                     `--serve-for SECONDS`"
+                ),
+            }
+        }
+        if options.serve.is_none() && options.serve_for.is_some() {
+            anyhow::bail!("--serve-for needs --serve 127.0.0.1:PORT");
+        }
+        if options.serve.is_some() && !cfg!(feature = "live-view") {
+            anyhow::bail!(
+                "--serve needs the `live-view` feature: \
+                 cargo run --example order_monolith --features live-view -- --serve 127.0.0.1:8080"
+            );
+        }
+        Ok(options)
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let options = Options::parse()?;
+    let serving = options.serve.is_some();
     // The store: a fresh SQLite file. `temp` is declared first, so it is dropped (and the
     // directory removed) after everything that holds the store.
     let temp = TempDir::new("orders")?;
@@ -885,21 +967,20 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     println!("store: {} at {}", store.backend_name(), path.display());
 
-    let widget = |quantity| Item {
-        sku: "widget".into(),
-        quantity,
-        unit_price: Money(250),
-    };
-    let gadget = |quantity| Item {
-        sku: "gadget".into(),
-        quantity,
-        unit_price: Money(1999),
-    };
     let wallets = [("alice", 10_000), ("bob", 500), ("dave", 5_000)]
         .map(|(who, cents)| (who.into(), Money(cents)));
+    let mut wallets = HashMap::from(wallets);
+    // The live view's orders come without end, from customers of its own: the stock must
+    // not run out.
+    let (widgets, gadgets) = if serving {
+        wallets.extend(live::WALLETS.map(|(who, cents)| (who.into(), Money(cents))));
+        (1_000_000, 1_000_000)
+    } else {
+        (10, 3)
+    };
 
     let repo = Repository::<Order>::new(store.clone());
-    let app = App::builder()
+    let builder = App::builder()
         // Dead letters, processed ids and scheduled events go to the store too.
         .store(store.clone())
         .actor(Orders {
@@ -908,21 +989,22 @@ async fn main() -> anyhow::Result<()> {
         })
         .actor_with(
             Inventory {
-                stock: HashMap::from([("widget".into(), 10), ("gadget".into(), 3)]),
+                stock: HashMap::from([("widget".into(), widgets), ("gadget".into(), gadgets)]),
                 reserved: HashMap::new(),
             },
             Mailbox::bounded(64),
         )
         .actor(Payments {
-            wallets: HashMap::from(wallets),
+            wallets,
             charged: HashMap::new(),
         })
         .actor(Shipping::default())
         .actor(OrderViews::default())
         .subscriber(notify_confirmed)
-        .subscriber(notify_cancelled)
-        .build()
-        .await?;
+        .subscriber(notify_cancelled);
+    // The live view's extras: the rewards module, and the metrics for its Prometheus page.
+    let (builder, recorder) = live::prepare(builder, serving)?;
+    let app = builder.build().await?;
 
     // The saga runner keeps its instances in the same store. After a restart, `resume`
     // continues the instances a crash left unfinished; a fresh store has none.
@@ -972,6 +1054,10 @@ async fn main() -> anyhow::Result<()> {
 
     println!("== carol sends an empty order");
     let carol = order(&app, &sagas, &fulfilment, "carol", "Springfield", vec![]).await?;
+
+    if let (Some(addr), Some(recorder)) = (&options.serve, recorder) {
+        live::serve(addr, options.serve_for, recorder, &app, &sagas, &fulfilment).await?;
+    }
 
     app.shutdown().await?;
     let stats = app.stats();
@@ -1046,4 +1132,186 @@ async fn main() -> anyhow::Result<()> {
         order.id, order.customer, order.total
     );
     Ok(())
+}
+
+// ---- the live view (`--serve`, feature `live-view`) ----------------------------------------
+
+#[cfg(feature = "live-view")]
+mod live {
+    use std::collections::{HashMap, HashSet};
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use eventdriven::prelude::*;
+    use eventdriven::saga::{SagaRef, Sagas};
+    use eventdriven::AppBuilder;
+    use eventdriven_examples::live_view::LiveView;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::{gadget, order, widget, Fulfilment, OrderConfirmed, OrderId, REMOTE};
+
+    /// The live view's customers: two with money, one without.
+    pub(super) const WALLETS: [(&str, u64); 3] = [
+        ("erin", 1_000_000_000),
+        ("frank", 100),
+        ("grace", 1_000_000_000),
+    ];
+
+    /// Awards loyalty points for confirmed orders; only in the live view (`--serve`). Its points
+    /// service fails the first time for every third confirmed order: no retry policy, so the
+    /// event goes to the dead letters at once, and delivering it again from there succeeds.
+    #[derive(Default)]
+    struct Rewards {
+        points: HashMap<String, u64>,
+        confirmed: u64,
+        /// The orders whose first delivery failed.
+        failed_once: HashSet<OrderId>,
+    }
+
+    #[handlers]
+    impl Rewards {
+        #[subscribe]
+        fn confirmed(&mut self, ev: &OrderConfirmed) -> Result<(), String> {
+            if !self.failed_once.contains(&ev.order) {
+                self.confirmed += 1;
+                if self.confirmed.is_multiple_of(3) {
+                    self.failed_once.insert(ev.order);
+                    return Err(format!(
+                        "the points service did not answer for order {}",
+                        ev.order
+                    ));
+                }
+            }
+            let points = self.points.entry(ev.customer.clone()).or_default();
+            *points += 10;
+            println!(
+                "[rewards]       {} gave {} 10 points ({points} in all)",
+                ev.order, ev.customer
+            );
+            Ok(())
+        }
+    }
+
+    /// What serving needs before the app is built: the rewards module, the metrics exported
+    /// to a Prometheus recorder (which also measures handler latency).
+    pub(super) fn prepare(
+        builder: AppBuilder,
+        serving: bool,
+    ) -> anyhow::Result<(AppBuilder, Option<Recorder>)> {
+        if !serving {
+            return Ok((builder, None));
+        }
+        let prometheus = PrometheusBuilder::new()
+            .install_recorder()
+            .context("installing the Prometheus recorder")?;
+        let builder = builder
+            .actor(Rewards::default())
+            .metrics(Duration::from_millis(500));
+        Ok((builder, Some(Recorder(prometheus))))
+    }
+
+    /// The recorder's handle, until the app exists for the view.
+    pub(super) struct Recorder(metrics_exporter_prometheus::PrometheusHandle);
+
+    /// Serves the live view at `addr` and places an order every 300 ms until Ctrl-C or
+    /// `serve_for` has passed; then stops the server (after the order in flight).
+    pub(super) async fn serve(
+        addr: &str,
+        serve_for: Option<Duration>,
+        recorder: Recorder,
+        app: &App,
+        sagas: &Sagas,
+        saga: &SagaRef<Fulfilment>,
+    ) -> anyhow::Result<()> {
+        // Ctrl-C is caught from now on (a task, so the handler is in place before the first
+        // order), and ends the serving like `--serve-for` does.
+        let (end_tx, mut end) = tokio::sync::watch::channel(false);
+        let ctrl_c = tokio::spawn(async move {
+            let why = match serve_for {
+                Some(limit) => tokio::select! {
+                    _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                    () = tokio::time::sleep(limit) => "--serve-for passed",
+                },
+                None => {
+                    if let Err(e) = tokio::signal::ctrl_c().await {
+                        eprintln!("cannot catch Ctrl-C ({e}): serving until killed");
+                        std::future::pending::<()>().await;
+                    }
+                    "Ctrl-C"
+                }
+            };
+            println!("== {why}: the live view stops");
+            let _ = end_tx.send(true);
+        });
+
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        let live = LiveView::new("order_monolith", app.clone(), sagas.clone(), recorder.0);
+        let mut stop = end.clone();
+        let server = tokio::spawn(live.serve(listener, async move {
+            let _ = stop.wait_for(|ended| *ended).await;
+        }));
+        println!("== live view at http://{local}/ (Prometheus: http://{local}/metrics)");
+
+        // Shipped; shipped to the slow warehouse (timed out); declined; shipped twice: round
+        // and round. (The declined order leaves the warehouse time to answer.)
+        let rounds = [
+            ("erin", "Springfield"),
+            ("grace", REMOTE),
+            ("frank", "Shelbyville"),
+            ("erin", "Ogdenville"),
+            ("grace", "Springfield"),
+        ];
+        for (n, (customer, address)) in rounds.iter().cycle().enumerate() {
+            if *end.borrow() {
+                break;
+            }
+            let items = vec![widget(1 + n as u32 % 3), gadget(1)];
+            if let Err(e) = order(app, sagas, saga, customer, address, items).await {
+                eprintln!("order of {customer} failed: {e:#}");
+            }
+            tokio::select! {
+                _ = end.wait_for(|ended| *ended) => break,
+                () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+        ctrl_c.abort();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .context("the live view did not stop within 10 s")?
+            .context("the live view's task")?
+            .context("serving the live view")?;
+        Ok(())
+    }
+}
+
+/// Without the `live-view` feature, `--serve` is refused when parsing the command line.
+#[cfg(not(feature = "live-view"))]
+mod live {
+    use eventdriven::AppBuilder;
+
+    pub(super) const WALLETS: [(&str, u64); 0] = [];
+
+    /// Never made.
+    pub(super) enum Recorder {}
+
+    pub(super) fn prepare(
+        builder: AppBuilder,
+        _serving: bool,
+    ) -> anyhow::Result<(AppBuilder, Option<Recorder>)> {
+        Ok((builder, None))
+    }
+
+    pub(super) async fn serve(
+        _addr: &str,
+        _serve_for: Option<std::time::Duration>,
+        recorder: Recorder,
+        _app: &eventdriven::App,
+        _sagas: &eventdriven::saga::Sagas,
+        _saga: &eventdriven::saga::SagaRef<super::Fulfilment>,
+    ) -> anyhow::Result<()> {
+        match recorder {}
+    }
 }

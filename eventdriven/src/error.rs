@@ -7,6 +7,15 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The event failed its type's validation hook ([`AppBuilder::validate`](crate::AppBuilder::validate)):
+    /// it was not published.
+    #[error("`{message}` is invalid: {reason}")]
+    Invalid {
+        /// The event's name.
+        message: &'static str,
+        /// What the hook said.
+        reason: String,
+    },
     /// No actor handles this command or query.
     #[error("no handler for `{message}`: add a `#[handle]` (command) or `#[query]` method for it to an actor registered with the app builder")]
     NoHandler {

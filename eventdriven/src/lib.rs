@@ -12,6 +12,7 @@ pub mod consistency;
 pub mod delivery;
 pub mod error;
 pub mod message;
+pub mod observe;
 pub mod projection;
 pub mod saga;
 pub mod store;

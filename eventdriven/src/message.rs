@@ -385,6 +385,8 @@ impl Metadata {
     /// Metadata for a root message: a new id that is also its correlation id.
     pub fn new() -> Self {
         let id = MessageId::new();
+        // Sent from inside a span (a request's, say): the handler's span becomes its child.
+        crate::observe::link_sender(id);
         Self {
             id,
             correlation_id: id,
@@ -404,8 +406,11 @@ impl Metadata {
 
     /// Metadata for a message caused by the one that carries `self`.
     pub fn caused_by(cause: &Metadata) -> Self {
+        let id = MessageId::new();
+        // Sent from inside a handler: its span becomes the parent of the new message's.
+        crate::observe::link_sender(id);
         Self {
-            id: MessageId::new(),
+            id,
             correlation_id: cause.correlation_id,
             causation_id: Some(cause.id),
             timestamp: Timestamp::now(),

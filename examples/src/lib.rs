@@ -1,12 +1,16 @@
 //! Runnable examples live beside this crate; run them with `cargo run --example NAME`.
 //!
-//! What the examples share: where their store lives.
+//! What the examples share: where their store lives, and (feature `live-view`) the live view
+//! that `order_monolith --serve` shows.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use eventdriven::store::Store;
+
+#[cfg(feature = "live-view")]
+pub mod live_view;
 
 /// A fresh directory under the system temp directory, removed when dropped (also when the
 /// example fails half way).

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `order_monolith --serve` in headless Chromium (feature `live-view`).
+#[cfg(feature = "live-view")]
+mod live_view;
+
 /// `cargo test` builds the examples into `<target>/<profile>/examples/`; this test runs from
 /// `<target>/<profile>/deps/`.
 fn example(name: &str) -> PathBuf {
@@ -438,6 +442,19 @@ fn distributed_orders_on_redis() {
         "EVENTDRIVEN_REDIS_URL",
         "EVENTDRIVEN_SKIP_REDIS",
         "scripts/with-redis.sh",
+    ) else {
+        return;
+    };
+    assert_distributed_orders(&url);
+}
+
+#[cfg(all(feature = "nats", feature = "amqp"))]
+#[test]
+fn distributed_orders_on_rabbitmq() {
+    let Some(url) = broker_url(
+        "EVENTDRIVEN_AMQP_URL",
+        "EVENTDRIVEN_SKIP_AMQP",
+        "scripts/with-rabbitmq.sh",
     ) else {
         return;
     };

@@ -17,24 +17,25 @@ bounded() {
     fi
 }
 
-# apt_install WHAT PACKAGE LIMIT: installs Debian's PACKAGE (one `apt-get update` first, the
-# install bounded by LIMIT seconds), through sudo when not root; dies with apt's output if that
-# fails. WHAT names the missing server in the messages.
+# apt_install WHAT PACKAGE LIMIT [MORE...]: installs Debian's PACKAGE and any MORE packages (one
+# `apt-get update` first, the install bounded by LIMIT seconds), through sudo when not root;
+# dies with apt's output if that fails. WHAT names the missing server in the messages.
 apt_install() {
     local what=$1 package=$2 limit=$3 install_log sudo=()
+    shift 3
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null 2>&1 || die "no $what found and not root (no sudo) to install it"
         sudo=(sudo)
     fi
     command -v apt-get >/dev/null 2>&1 || die "no $what found and no apt-get to install it"
     install_log=$(mktemp)
-    log "installing the $package Debian package"
+    log "installing the $package${*:+ $*} Debian package"
     if ! { bounded 300 "${sudo[@]}" apt-get update &&
         bounded "$limit" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends "$package"; } >"$install_log" 2>&1; then
+            apt-get install -y --no-install-recommends "$package" "$@"; } >"$install_log" 2>&1; then
         cat "$install_log" >&2
         rm -f "$install_log"
-        die "installing the $package Debian package failed"
+        die "installing the $package${*:+ $*} Debian package failed"
     fi
     rm -f "$install_log"
 }

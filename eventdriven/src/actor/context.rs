@@ -461,7 +461,9 @@ impl<A: Actor> Context<A> {
         let shared = self.shared.clone();
         let me = self.me.clone();
         let tx = self.self_tx.clone();
-        me.retrying.fetch_add(1, Ordering::SeqCst);
+        let counters = me.counters();
+        counters.retried.fetch_add(1, Ordering::Relaxed);
+        counters.retrying.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -492,6 +494,7 @@ impl<A: Actor> Context<A> {
                 };
                 let text = format!("retry not delivered: {error}");
                 let (message, meta, payload) = A::__reject(msg, error);
+                me.counters().dead_lettered.fetch_add(1, Ordering::Relaxed);
                 shared
                     .dead_letter(NewDeadLetter {
                         actor: A::NAME,
@@ -506,7 +509,7 @@ impl<A: Actor> Context<A> {
                     })
                     .await;
             }
-            me.retrying.fetch_sub(1, Ordering::SeqCst);
+            me.counters().retrying.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -542,7 +545,9 @@ impl<A: Actor> Context<A> {
     fn schedule_retry(&self, payload: Payload, attempt: u32, delay: Duration) {
         let shared = self.shared.clone();
         let me = self.me.clone();
-        me.retrying.fetch_add(1, Ordering::SeqCst);
+        let counters = me.counters();
+        counters.retried.fetch_add(1, Ordering::Relaxed);
+        counters.retrying.fetch_add(1, Ordering::SeqCst);
         let meta = {
             let mut meta = self.meta.clone();
             meta.attempt = attempt;
@@ -560,6 +565,7 @@ impl<A: Actor> Context<A> {
                 (payload.redeliver)(&shared.routes, &me, payload.value.clone(), attempt, false)
             };
             if let Err(e) = pushed {
+                me.counters().dead_lettered.fetch_add(1, Ordering::Relaxed);
                 let reason = if shared.is_abandoned() {
                     Reason::Shutdown
                 } else {
@@ -579,7 +585,7 @@ impl<A: Actor> Context<A> {
                     })
                     .await;
             }
-            me.retrying.fetch_sub(1, Ordering::SeqCst);
+            me.counters().retrying.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -603,6 +609,10 @@ impl<A: Actor> Context<A> {
         first: Option<SystemTime>,
     ) {
         let target = payload.as_ref().map(|_| self.me.clone());
+        self.me
+            .counters()
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
         self.shared
             .dead_letter(NewDeadLetter {
                 actor: A::NAME,

@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
+use once_cell::race::OnceBox;
 use tokio::sync::Semaphore;
 
 use super::Actor;
+use crate::observe::Counters;
 
 /// A mailbox's configuration: how many messages may wait in it.
 ///
@@ -94,8 +96,9 @@ pub(crate) struct MailboxCore {
     /// and how many of them the actor has taken out; rare, so off the hot lines.
     unreserved_in: AtomicU64,
     unreserved_out: AtomicU64,
-    /// Failed messages waiting for their retry's backoff.
-    pub(crate) retrying: AtomicU64,
+    /// Failures, retries, dead letters and latency: made on first need (one pointer until
+    /// then).
+    counters: OnceBox<Counters>,
     /// Messages of ordered subscriptions parked behind a failed one.
     pub(crate) parked: AtomicU64,
     /// Messages released from a sequence and not yet handled.
@@ -122,7 +125,7 @@ impl MailboxCore {
             },
             unreserved_in: AtomicU64::new(0),
             unreserved_out: AtomicU64::new(0),
-            retrying: AtomicU64::new(0),
+            counters: OnceBox::new(),
             parked: AtomicU64::new(0),
             ready: AtomicU64::new(0),
         }
@@ -216,7 +219,22 @@ impl MailboxCore {
     /// not yet handled. (Messages parked behind a dead-lettered one are not owed: they wait
     /// for a person to retry the head.)
     pub(crate) fn retrying(&self) -> u64 {
-        self.retrying.load(Ordering::SeqCst) + self.ready.load(Ordering::SeqCst)
+        let waiting = self
+            .counters
+            .get()
+            .map_or(0, |c| c.retrying.load(Ordering::SeqCst));
+        waiting + self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The actor's rarely written figures, made now if they were not yet.
+    #[inline]
+    pub(crate) fn counters(&self) -> &Counters {
+        self.counters.get_or_init(|| Box::new(Counters::default()))
+    }
+
+    /// The actor's rarely written figures, if anything was counted yet.
+    pub(crate) fn counters_if_any(&self) -> Option<&Counters> {
+        self.counters.get()
     }
 
     /// Handler panics so far.

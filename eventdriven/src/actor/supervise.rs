@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -276,8 +277,12 @@ pub(crate) fn run<A: Actor>(
             // message cost one load.
             // Boxed: a pointer in the actor's future instead of a whole `Span` (which only
             // exists when a subscriber listens, and then allocates anyway).
+            // Its parent is the span of the handler that sent the message, when known
+            // (`observe`): one request's flow reads as one trace.
             let span = tracing::level_enabled!(tracing::Level::INFO).then(|| {
+                let sender = crate::observe::sender_span(meta.id);
                 Box::new(tracing::info_span!(
+                    parent: sender.as_ref().and_then(tracing::Span::id),
                     "handle",
                     actor = A::NAME,
                     message_name = name,
@@ -287,6 +292,11 @@ pub(crate) fn run<A: Actor>(
                     attempt,
                 ))
             });
+            let started = ctx
+                .shared
+                .config
+                .handler_latency
+                .then(crate::clock::now_nanos);
             let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, span.as_deref())
                 .await
             {
@@ -302,6 +312,13 @@ pub(crate) fn run<A: Actor>(
                     panic_text(&*payload)
                 ))),
             };
+            if let Some(started) = started {
+                let took = crate::clock::now_nanos().saturating_sub(started);
+                inbox.core.counters().latency().record(took);
+            }
+            if outcome.is_err() {
+                inbox.core.counters().failed.fetch_add(1, Ordering::Relaxed);
+            }
             let stop = match &outcome {
                 Err(error) if error.panicked() => {
                     supervisor.on_panic(&mut actor, &ctx, error.message())
@@ -371,6 +388,10 @@ async fn reject<A: Actor>(ctx: &mut Context<A>, msg: A::Mailbox, reason: Reason)
     };
     let text = error.to_string();
     let (message, meta, payload) = A::__reject(msg, error);
+    ctx.me
+        .counters()
+        .dead_lettered
+        .fetch_add(1, Ordering::Relaxed);
     ctx.shared
         .dead_letter(NewDeadLetter {
             actor: A::NAME,

@@ -4,7 +4,7 @@
 pub(crate) mod builder;
 pub(crate) mod routing;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub enum IncomingError {
     /// The payload does not decode into the subscribed type (or its schema version differs).
     #[error("incoming event does not decode: {0}")]
     Decode(String),
+    /// The event failed its type's validation hook
+    /// ([`AppBuilder::validate`](crate::AppBuilder::validate)).
+    #[error("incoming event is invalid: {0}")]
+    Invalid(String),
     /// The app did not take it (it is shutting down).
     #[error(transparent)]
     Refused(Error),
@@ -66,6 +70,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     /// For subscriptions without a policy of their own or their actor's.
     pub(crate) retry: Option<RetryPolicy>,
+    /// Whether each handler's latency is measured (`AppBuilder::handler_latency`).
+    pub(crate) handler_latency: bool,
 }
 
 /// What every actor's context and the app handle share.
@@ -338,6 +344,16 @@ struct AppInner {
     /// Set once, right after the app is built.
     #[cfg(feature = "bridge")]
     bridges: std::sync::OnceLock<Vec<crate::bridge::BridgeHandle>>,
+    /// Projections and saga stores whose figures `stats` and the metrics exporter report.
+    observed: Mutex<Observed>,
+}
+
+/// What the app reports on besides its actors and bridges.
+#[derive(Default)]
+pub(crate) struct Observed {
+    pub(crate) projections: Vec<crate::projection::ProjectionHandle>,
+    /// The stores of the saga runners made for this app (once each).
+    pub(crate) saga_stores: Vec<crate::store::Store>,
 }
 
 /// Figures for one actor, from [`App::stats`].
@@ -354,10 +370,22 @@ pub struct ActorStats {
     pub peak: usize,
     /// Messages handled (successfully or not).
     pub handled: u64,
+    /// Handler runs that failed (an error or a panic); a retried message counts once per
+    /// failed attempt.
+    pub failed: u64,
+    /// Retries scheduled after a failure.
+    pub retried: u64,
+    /// Messages of this actor that went to the dead letters (after their retries, expired,
+    /// or left at shutdown).
+    pub dead_lettered: u64,
     /// Handlers that panicked.
     pub panics: u64,
     /// Messages of ordered subscriptions parked behind a failed message of their key.
     pub parked: u64,
+    /// How long its handlers took, when measured
+    /// ([`AppBuilder::handler_latency`](crate::AppBuilder::handler_latency)) and once a
+    /// message was handled.
+    pub latency: Option<crate::observe::LatencySummary>,
 }
 
 /// The app's figures, from [`App::stats`].
@@ -370,9 +398,34 @@ pub struct Stats {
     pub dead_letters: usize,
     /// Scheduled messages not yet due.
     pub scheduled: usize,
+    /// Each running bridge's figures, by bridge name.
+    #[cfg(feature = "bridge")]
+    pub bridges: Vec<(String, crate::bridge::BridgeStats)>,
+    /// The progress of each projection given to [`App::track_projection`]
+    /// ([`ProjectionStatus::lag`](crate::projection::ProjectionStatus::lag) is how far behind
+    /// the store it is).
+    pub projections: Vec<crate::projection::ProjectionStatus>,
+}
+
+/// An [`App`] that does not keep it alive (for tasks that should end with it).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[derive(Clone)]
+pub(crate) struct WeakApp(std::sync::Weak<AppInner>);
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+impl WeakApp {
+    pub(crate) fn upgrade(&self) -> Option<App> {
+        self.0.upgrade().map(|inner| App { inner })
+    }
 }
 
 impl App {
+    /// A handle that does not keep the app alive.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> WeakApp {
+        WeakApp(Arc::downgrade(&self.inner))
+    }
+
     /// A builder with default settings: send timeout 30 s inside handlers, shutdown deadline
     /// 30 s.
     pub fn builder() -> AppBuilder {
@@ -626,19 +679,71 @@ impl App {
                 .shared()
                 .mailboxes
                 .iter()
-                .map(|core| ActorStats {
-                    actor: core.actor,
-                    capacity: core.capacity,
-                    queued: core.queued(),
-                    peak: core.peak(),
-                    handled: core.done(),
-                    panics: core.panics(),
-                    parked: core.parked.load(Ordering::Relaxed),
+                .map(|core| {
+                    let counters = core.counters_if_any();
+                    let count = |get: fn(&crate::observe::Counters) -> &AtomicU64| {
+                        counters.map_or(0, |c| get(c).load(Ordering::Relaxed))
+                    };
+                    ActorStats {
+                        actor: core.actor,
+                        capacity: core.capacity,
+                        queued: core.queued(),
+                        peak: core.peak(),
+                        handled: core.done(),
+                        failed: count(|c| &c.failed),
+                        retried: count(|c| &c.retried),
+                        dead_lettered: count(|c| &c.dead_lettered),
+                        panics: core.panics(),
+                        parked: core.parked.load(Ordering::Relaxed),
+                        latency: counters
+                            .and_then(crate::observe::Counters::latency_if_any)
+                            .map(crate::observe::Latency::summary),
+                    }
                 })
                 .collect(),
             dead_letters: self.dead_letters().len(),
             scheduled: self.shared().scheduler.len(),
+            #[cfg(feature = "bridge")]
+            bridges: self
+                .bridges()
+                .iter()
+                .map(|b| (b.name().to_owned(), b.stats()))
+                .collect(),
+            projections: self
+                .observed()
+                .projections
+                .iter()
+                .map(crate::projection::ProjectionHandle::status)
+                .collect(),
         }
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.inner
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reports `projection`'s progress in [`stats`](Self::stats) (and through the `metrics`
+    /// exporter: position, lag, events applied) from now on. Projections run beside the app
+    /// (they read the store, not the bus), so the app knows of those it is given.
+    pub fn track_projection(&self, projection: &crate::projection::ProjectionHandle) {
+        self.observed().projections.push(projection.clone());
+    }
+
+    /// Remembers the store of a saga runner made for this app (for saga counts by status).
+    pub(crate) fn track_sagas(&self, store: &crate::store::Store) {
+        let mut observed = self.observed();
+        if !observed.saga_stores.iter().any(|s| s.same_as(store)) {
+            observed.saga_stores.push(store.clone());
+        }
+    }
+
+    /// The saga stores of [`track_sagas`](Self::track_sagas).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn saga_stores(&self) -> Vec<crate::store::Store> {
+        self.observed().saga_stores.clone()
     }
 
     /// Stops taking messages from outside, lets the actors finish every accepted message
@@ -733,6 +838,10 @@ impl App {
                 );
             }
         }
+        // Spans kept for messages still to be handled may close now; the last figures go out.
+        crate::observe::forget_senders();
+        #[cfg(feature = "metrics")]
+        crate::observe::export::once(self);
         if drained {
             Ok(())
         } else {
@@ -872,10 +981,10 @@ impl App {
             Some(Err(e)) => return Err(IncomingError::Decode(e.to_string())),
             None => return Err(IncomingError::NoSubscriber { name: event.name }),
         };
-        publishing
-            .await
-            .map(Handled)
-            .map_err(IncomingError::Refused)
+        publishing.await.map(Handled).map_err(|e| match e {
+            Error::Invalid { .. } => IncomingError::Invalid(e.to_string()),
+            e => IncomingError::Refused(e),
+        })
     }
 
     /// Records a dead letter for input that came from outside and could not be taken (an
@@ -896,6 +1005,7 @@ impl App {
     /// Publishes `event` at `at` (tokio's clock).
     pub fn publish_at<E: Event>(&self, event: E, at: Instant) -> Result<Scheduled> {
         self.accept::<E>()?;
+        self.shared().routes.validate(&event)?;
         Ok(self.inner.shared.schedule_publish(Envelope::new(event), at))
     }
 

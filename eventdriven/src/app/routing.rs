@@ -79,7 +79,12 @@ pub(crate) struct RouteTable {
     queries: TypeMap<Single>,
     /// `Subscribers<E>` per event type.
     events: TypeMap<Box<dyn Any + Send + Sync>>,
+    /// `Validator<E>` per event type that has one (`AppBuilder::validate`).
+    validators: TypeMap<Box<dyn Any + Send + Sync>>,
 }
+
+/// An event type's validation hook.
+pub(crate) type Validator<E> = Arc<dyn Fn(&E) -> std::result::Result<(), String> + Send + Sync>;
 
 /// Fills a [`RouteTable`] and collects the errors found on the way.
 #[derive(Default)]
@@ -93,6 +98,25 @@ pub(crate) struct TableBuilder {
 }
 
 impl TableBuilder {
+    /// Adds a validation hook for `E`; a second one for the same type runs after the first.
+    pub(crate) fn validator<E: Event>(&mut self, check: Validator<E>) {
+        let check = match self.table.validators.remove(&TypeId::of::<E>()) {
+            Some(first) => {
+                let first = first
+                    .downcast::<Validator<E>>()
+                    .expect("the validator map holds Validator<E> under TypeId::of::<E>()");
+                Arc::new(move |event: &E| {
+                    first(event)?;
+                    check(event)
+                }) as Validator<E>
+            }
+            None => check,
+        };
+        self.table
+            .validators
+            .insert(TypeId::of::<E>(), Box::new(check));
+    }
+
     fn single<M: Message, R: 'static>(
         map: &mut TypeMap<Single>,
         errors: &mut Vec<Error>,
@@ -186,6 +210,21 @@ impl RouteTable {
     /// How many deliveries a publish of `E` makes (a pool counts once).
     pub(crate) fn subscriber_count<E: Event>(&self) -> usize {
         self.subscribers::<E>().len()
+    }
+
+    /// Runs `E`'s validation hook, if it has one.
+    #[cold]
+    pub(crate) fn validate<E: Event>(&self, event: &E) -> Result<()> {
+        let Some(check) = self.validators.get(&TypeId::of::<E>()) else {
+            return Ok(());
+        };
+        let check = check
+            .downcast_ref::<Validator<E>>()
+            .expect("the validator map holds Validator<E> under TypeId::of::<E>()");
+        check(event).map_err(|reason| Error::Invalid {
+            message: E::NAME,
+            reason,
+        })
     }
 
     pub(crate) fn subscribers<E: Event>(&self) -> &[Recipient<Delivery<E>>] {
@@ -340,6 +379,14 @@ impl RouteTable {
         from: Sender<'_>,
     ) -> Result<(), TrySendError<Envelope<E>>> {
         env.meta.apply_ttl::<E>();
+        if !self.validators.is_empty() {
+            if let Err(error) = self.validate(&env.message) {
+                return Err(TrySendError {
+                    message: env,
+                    error,
+                });
+            }
+        }
         let subs = self.subscribers::<E>();
         let mut held = Reservation::new(subs, from);
         for sub in subs {

@@ -115,6 +115,9 @@ pub struct Amqp {
     /// The current connection, replaced when it dies.
     live: tokio::sync::Mutex<Option<Live>>,
     group: OnceLock<Group>,
+    /// Other groups' queues this process declares (`keep_for`), so events published before
+    /// those groups' processes ever started are kept for them.
+    kept: Vec<(String, Vec<String>)>,
     /// Deliveries this process holds and has not settled.
     held: Arc<AtomicU64>,
     /// Deliveries seen here per message id, for messages not yet acked or rejected.
@@ -230,6 +233,7 @@ impl Amqp {
             exchange: "eventdriven".to_owned(),
             live: tokio::sync::Mutex::new(None),
             group: OnceLock::new(),
+            kept: Vec::new(),
             held: Arc::new(AtomicU64::new(0)),
             counts: Arc::default(),
         }
@@ -239,6 +243,34 @@ impl Amqp {
     /// `<exchange>.<group>`.
     pub fn exchange(mut self, name: impl Into<String>) -> Self {
         self.exchange = name.into();
+        self
+    }
+
+    /// Declares the queue of consumer group `group` with the bindings of `patterns` (event
+    /// names or patterns, as its consuming bridge would give them) whenever this transport
+    /// connects, so the events this process publishes are kept for that group even before
+    /// any of its processes started. Without it, an event published while no queue is bound
+    /// for it is dropped by the exchange (RabbitMQ's rule). Call once per group to keep for.
+    ///
+    /// ```
+    /// use eventdriven::bridge::amqp::Amqp;
+    ///
+    /// // The orders process keeps `order.placed` for the fulfillment group from the start.
+    /// let amqp = Amqp::new("amqp://guest:guest@127.0.0.1:5672/%2f")
+    ///     .exchange("shop")
+    ///     .keep_for("fulfillment", ["order.placed"]);
+    /// # let _ = amqp;
+    /// ```
+    pub fn keep_for<P: AsRef<str>>(
+        mut self,
+        group: &str,
+        patterns: impl IntoIterator<Item = P>,
+    ) -> Self {
+        let bindings = patterns
+            .into_iter()
+            .map(|p| binding_key(p.as_ref()))
+            .collect();
+        self.kept.push((group.to_owned(), bindings));
         self
     }
 
@@ -294,6 +326,14 @@ impl Amqp {
             .map_err(refused)?;
         if let Some(group) = self.group.get() {
             declare_queue(&publisher, &self.exchange, group).await?;
+        }
+        for (group, bindings) in &self.kept {
+            let group = Group {
+                queue: format!("{}.{group}", self.exchange),
+                bindings: bindings.clone(),
+                prefetch: 0,
+            };
+            declare_queue(&publisher, &self.exchange, &group).await?;
         }
         publisher
             .confirm_select(ConfirmSelectOptions::default())

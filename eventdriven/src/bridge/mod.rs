@@ -7,7 +7,8 @@
 //! only a [`Transport`]: publish one message and wait for the broker's acknowledgement,
 //! fetch messages for a consumer group, ack / nack with a delay / reject one, report lag.
 //! The NATS JetStream transport is [`nats::Nats`] (feature `nats`), the Redis Streams one
-//! [`redis::Redis`] (feature `redis`), the RabbitMQ one [`amqp::Amqp`] (feature `amqp`).
+//! [`redis::Redis`] (feature `redis`), the RabbitMQ one [`amqp::Amqp`] (feature `amqp`), the
+//! Kafka one [`kafka::Kafka`] (feature `kafka`).
 //!
 //! # Outbound: at least once from the event store to the broker
 //!
@@ -81,6 +82,8 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod inbound;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod outbound;
@@ -170,6 +173,8 @@ pub struct Topology {
     pub max_in_flight: usize,
     /// How long the broker waits for an ack before it delivers a message again.
     pub ack_wait: Duration,
+    /// How long `build()` waits for [`Transport::connect`] (the bridge's connect timeout).
+    pub connect_timeout: Duration,
 }
 
 /// A broker, as the bridge core sees it. Implement it to bridge another broker; every
@@ -650,6 +655,7 @@ impl Bridge {
             consume: self.consume.iter().map(|p| p.as_str().to_owned()).collect(),
             max_in_flight: self.max_in_flight,
             ack_wait: self.ack_wait,
+            connect_timeout: self.connect_timeout,
         };
         let link = Arc::new(Link {
             dead_letter_source: format!("bridge.{}", self.name),

@@ -156,6 +156,13 @@ pub struct ProjectionStatus {
     pub applied: u64,
 }
 
+impl ProjectionStatus {
+    /// How many stored events it has not applied yet (as of the last head it saw).
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.position)
+    }
+}
+
 /// Runs projections over a store. See the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct Projector {

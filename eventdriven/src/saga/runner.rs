@@ -155,6 +155,7 @@ impl fmt::Debug for Sagas {
 impl Sagas {
     /// A runner keeping its instances in `store`, whose steps reach `app`.
     pub fn new(store: Store, app: &App) -> Self {
+        app.track_sagas(&store);
         Self {
             inner: Arc::new(Inner {
                 store,

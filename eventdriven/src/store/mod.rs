@@ -404,6 +404,13 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
+    /// Whether `other` is a handle of this same store.
+    pub(crate) fn same_as(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Store {
     /// A store in memory: for tests; everything is gone with the last handle.
     pub fn memory() -> Self {
         Self::from(Backend::Memory(memory::MemoryStore::default()))

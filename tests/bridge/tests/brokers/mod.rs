@@ -6,7 +6,10 @@
 //! outage test, a server of the test's own started from `EVENTDRIVEN_NATS_SERVER` /
 //! `EVENTDRIVEN_REDIS_SERVER` / `EVENTDRIVEN_RABBITMQ_SERVER` (Redis with an append-only file,
 //! RabbitMQ on a data dir of its own, so their data survives the restart) so it can be stopped
-//! and restarted. Every test gets names of its
+//! and restarted. Kafka (feature `kafka`) runs on the tansu broker of `EVENTDRIVEN_KAFKA_URL`
+//! (started by `scripts/with-kafka.sh`); its own brokers come from `EVENTDRIVEN_KAFKA_SERVER`
+//! and keep their data in memory only, so the outage test pauses one (SIGSTOP, SIGCONT)
+//! instead of restarting it. Every test gets names of its
 //! own (stream, subjects, groups), so tests run side by side on one server. A later broker adds
 //! a `Kind` and one arm in each `match`.
 
@@ -25,6 +28,8 @@ use eventdriven::bridge::Bridge;
 
 #[cfg(feature = "amqp")]
 mod amqp;
+#[cfg(feature = "kafka")]
+mod kafka;
 
 /// How long one test may take, all included.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -38,6 +43,21 @@ pub enum Kind {
     Redis,
     #[cfg(feature = "amqp")]
     Amqp,
+    #[cfg(feature = "kafka")]
+    Kafka,
+}
+
+impl Kind {
+    /// Whether a broker of the test's own keeps its data across a stop and restart (tansu, the
+    /// suite's Kafka broker, keeps it in memory only).
+    pub fn keeps_data_across_restart(self) -> bool {
+        match self {
+            #[cfg(feature = "kafka")]
+            Kind::Kafka => false,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }
+    }
 }
 
 /// A name no other test (of this or another process) uses: letters, digits and `_`.
@@ -74,6 +94,12 @@ fn env_names(kind: Kind) -> (&'static str, &'static str, &'static str) {
             "EVENTDRIVEN_AMQP_URL",
             "EVENTDRIVEN_SKIP_AMQP",
             "scripts/with-rabbitmq.sh",
+        ),
+        #[cfg(feature = "kafka")]
+        Kind::Kafka => (
+            "EVENTDRIVEN_KAFKA_URL",
+            "EVENTDRIVEN_SKIP_KAFKA",
+            "scripts/with-kafka.sh",
         ),
     }
 }
@@ -159,6 +185,11 @@ impl Broker {
                 name,
                 eventdriven::bridge::amqp::Amqp::new(self.url.clone()).exchange(self.space.clone()),
             ),
+            #[cfg(feature = "kafka")]
+            Kind::Kafka => Bridge::new(
+                name,
+                eventdriven::bridge::kafka::Kafka::new(self.url.clone()).topic(self.space.clone()),
+            ),
         }
     }
 
@@ -202,6 +233,8 @@ impl Broker {
             }
             #[cfg(feature = "amqp")]
             Kind::Amqp => amqp::publish_raw(self, name, headers, body).await,
+            #[cfg(feature = "kafka")]
+            Kind::Kafka => kafka::publish_raw(self, name, headers, body).await,
         }
     }
 
@@ -213,6 +246,19 @@ impl Broker {
     /// Starts the test's own server again, on the same port and store.
     pub fn restart(&mut self) {
         self.own.as_mut().expect("an own server").restart();
+    }
+
+    /// Freezes the test's own server (SIGSTOP): it holds its connections and data but
+    /// answers nothing until [`resume`](Self::resume).
+    pub fn pause(&mut self) {
+        let own = self.own.as_mut().expect("an own server");
+        own.signal("STOP");
+    }
+
+    /// Lets the frozen server go on (SIGCONT).
+    pub fn resume(&mut self) {
+        let own = self.own.as_mut().expect("an own server");
+        own.signal("CONT");
     }
 }
 
@@ -257,6 +303,8 @@ pub enum Tap {
     },
     #[cfg(feature = "amqp")]
     Amqp(Box<amqp::Tap>),
+    #[cfg(feature = "kafka")]
+    Kafka(Box<kafka::Tap>),
 }
 
 impl Tap {
@@ -285,6 +333,8 @@ impl Tap {
             }
             #[cfg(feature = "amqp")]
             Kind::Amqp => Self::Amqp(Box::new(amqp::Tap::new(broker).await)),
+            #[cfg(feature = "kafka")]
+            Kind::Kafka => Self::Kafka(Box::new(kafka::Tap::new(broker).await)),
         }
     }
 
@@ -306,6 +356,8 @@ impl Tap {
             }
             #[cfg(feature = "amqp")]
             Self::Amqp(tap) => tap.next(timeout).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(tap) => tap.next(timeout).await,
         }
     }
 
@@ -429,6 +481,8 @@ impl OwnServer {
             Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
             #[cfg(feature = "amqp")]
             Kind::Amqp => format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port),
+            #[cfg(feature = "kafka")]
+            Kind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
         }
     }
 
@@ -515,11 +569,30 @@ impl OwnServer {
             Kind::Amqp => {
                 self.child = Some(amqp::start_node(self.port, &self.node, &self.dir));
             }
+            #[cfg(feature = "kafka")]
+            Kind::Kafka => {
+                // In-memory storage: a restarted broker starts empty.
+                self.child = Some(kafka::start_broker(self.port));
+            }
         }
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A frozen process dies of SIGKILL too; SIGCONT first only to be tidy.
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
             #[cfg(feature = "amqp")]
             if self.kind == Kind::Amqp {
                 amqp::kill_node(&child, self.port);
@@ -574,7 +647,7 @@ where
 }
 
 /// Generates one module per broker (`mod nats` with feature `nats`, `mod redis` with feature
-/// `redis`, `mod amqp` with feature `amqp`), each with one
+/// `redis`, `mod amqp` with feature `amqp`, `mod kafka` with feature `kafka`), each with one
 /// `#[tokio::test]` per shared test function, which takes the broker's [`Kind`].
 macro_rules! per_broker {
     ($($test:ident),* $(,)?) => {
@@ -584,6 +657,8 @@ macro_rules! per_broker {
         crate::brokers::per_broker!(@broker redis, Redis, $($test),*);
         #[cfg(feature = "amqp")]
         crate::brokers::per_broker!(@broker amqp, Amqp, $($test),*);
+        #[cfg(feature = "kafka")]
+        crate::brokers::per_broker!(@broker kafka, Kafka, $($test),*);
     };
     (@broker $module:ident, $kind:ident, $($test:ident),*) => {
         mod $module {
