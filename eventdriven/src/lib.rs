@@ -16,6 +16,7 @@ pub mod observe;
 pub mod projection;
 pub mod saga;
 pub mod store;
+pub mod stream;
 pub mod testing;
 mod worker;
 

@@ -153,6 +153,26 @@ fn backpressure() {
     assert!(out.contains("the sink handled 1000 readings"), "{out}");
 }
 
+#[test]
+fn stream_analytics() {
+    let out = run("stream_analytics");
+    let expected = [
+        "minute 09:00 ada: 2 orders, 15.00",
+        "minute 09:00 bob: 1 orders, 8.00",
+        "minute 09:00 ada: 3 orders, 17.00 (update 1)",
+        "minute 09:01 ada: 1 orders, 4.50",
+        "minute 09:01 bob: 1 orders, 25.00",
+        "minute 09:01 cy: 1 orders, 9.99",
+        "minute 09:02 ada: 1 orders, 1.00",
+        "paid: order 1 (ada) 50 s after it was placed",
+        "paid: order 2 (bob) 55 s after it was placed",
+        "paid: order 5 (cy) 60 s after it was placed",
+        "late for per-customer-minute: order 8 (bob) at 09:00:50, watermark 09:02:05",
+        "dead letters 0",
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+}
+
 /// The lines `bank_account` prints on every store (the stream names hold a run id, so the
 /// conflict line is checked from `expected at` on).
 fn assert_bank_account(out: &str, store: &str) {

@@ -269,6 +269,46 @@ impl AppBuilder {
         self.actor_with(subscriber, options)
     }
 
+    /// Adds a stream over the events of type `E`: `build` gets a [`Stream<E>`] and returns
+    /// it with its operators, ending in `publish()`. The stream runs as a subscriber actor
+    /// with its own bounded mailbox (see [`stream`](crate::stream)). Streams are declared
+    /// here, not on the running app, because an app's subscribers are wired when it is
+    /// built.
+    ///
+    /// [`Stream<E>`]: crate::stream::Stream
+    ///
+    /// ```
+    /// use eventdriven::prelude::*;
+    /// use eventdriven::stream::Stream;
+    ///
+    /// #[derive(Event, Clone, Debug)]
+    /// struct Deposited { account: u32, amount: u64 }
+    ///
+    /// #[derive(Event, Clone, Debug)]
+    /// struct LargeDeposit { account: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eventdriven::Result<()> {
+    /// let app = App::builder()
+    ///     .stream(|s: Stream<Deposited>| {
+    ///         s.filter(|d| d.amount >= 10_000)
+    ///             .map(|d| LargeDeposit { account: d.account })
+    ///             .publish()
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// app.publish(Deposited { account: 7, amount: 20_000 }).await?;
+    /// app.shutdown().await
+    /// # }
+    /// ```
+    pub fn stream<E: crate::Event>(
+        mut self,
+        build: impl FnOnce(crate::stream::Stream<E>) -> crate::stream::Pipeline,
+    ) -> Self {
+        self.actors.push(build(crate::stream::Stream::new()).wire);
+        self
+    }
+
     /// How long a send from inside a handler waits for mailbox room and reply before
     /// [`Error::Timeout`]. This is what ends a cycle of actors with full mailboxes.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
@@ -430,6 +470,7 @@ impl AppBuilder {
         let mut ready = Vec::with_capacity(self.actors.len());
         let mut stops = Vec::with_capacity(self.actors.len());
         let mut mailboxes = Vec::with_capacity(self.actors.len());
+        let mut hooks = Vec::new();
         table.errors.extend(self.errors);
         #[cfg(feature = "bridge")]
         let mut bridges = Vec::new();
@@ -445,6 +486,7 @@ impl AppBuilder {
                 match actor.wire(table) {
                     Ok(members) => {
                         for wired in members {
+                            hooks.extend(wired.hook);
                             stops.push(wired.stop);
                             mailboxes.push(wired.core);
                             ready.push(wired.launch);
@@ -517,6 +559,7 @@ impl AppBuilder {
             inner: Arc::new(AppInner {
                 shared,
                 stops,
+                streams: hooks,
                 tasks: Mutex::new(tasks),
                 #[cfg(feature = "bridge")]
                 bridges: std::sync::OnceLock::new(),
@@ -642,6 +685,8 @@ pub(crate) struct Wired {
     core: Arc<MailboxCore>,
     stop: StopHandle,
     launch: Launch,
+    /// A stream's hold for shutdown.
+    pub(crate) hook: Option<crate::stream::Hook>,
 }
 
 /// Type-erases [`Spec`] and [`PoolSpec`] so the builder can hold actors of different types.
@@ -665,7 +710,7 @@ fn check_capacity<A: Actor>(options: &ActorOptions) -> Result<usize> {
 }
 
 /// One instance's task, ready to start.
-fn member<A: Actor>(
+pub(crate) fn member<A: Actor>(
     actor: A,
     inbox: mailbox::Inbox<A>,
     core: Arc<MailboxCore>,
@@ -678,6 +723,7 @@ fn member<A: Actor>(
     let self_tx = tx.clone();
     Wired {
         core,
+        hook: None,
         stop: mailbox::stop_handle::<A>(tx),
         launch: Box::new(move |shared: &Arc<Shared>| {
             let ctx = Context::new(shared.clone(), launch_core, self_tx, retry);

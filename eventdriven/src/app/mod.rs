@@ -338,6 +338,8 @@ pub struct App {
 struct AppInner {
     shared: Arc<Shared>,
     stops: Vec<StopHandle>,
+    /// The streams' holds, to publish their open windows at shutdown.
+    streams: Vec<crate::stream::Hook>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once, right after the app is built.
     #[cfg(feature = "bridge")]
@@ -767,13 +769,17 @@ impl App {
             bridge.stop_intake();
         }
         let until = Instant::now() + deadline;
-        let mut drained = true;
-        while !self.quiescent() {
-            if Instant::now() >= until {
-                drained = false;
+        let mut drained = self.drain(until).await;
+        // Streams publish their open windows, and what they publish drains; again while a
+        // stream fed by another still has windows open.
+        for _ in 0..8 {
+            if !drained || !self.inner.streams.iter().any(|s| s.has_open()) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            for stream in &self.inner.streams {
+                stream.flush();
+            }
+            drained = self.drain(until).await;
         }
         let unhandled = if drained { 0 } else { self.unhandled() };
         if !drained {
@@ -1013,6 +1019,17 @@ impl App {
         self.accept::<C>()?;
         self.shared().routes.command::<C>()?;
         Ok(self.inner.shared.schedule_tell(Envelope::new(command), at))
+    }
+
+    /// Waits until no message is queued or handled anywhere; `false` if `until` came first.
+    async fn drain(&self, until: Instant) -> bool {
+        while !self.quiescent() {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
     }
 
     fn take_tasks(&self) -> Vec<JoinHandle<()>> {

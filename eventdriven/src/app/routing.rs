@@ -93,6 +93,8 @@ pub(crate) struct TableBuilder {
     pub(crate) errors: Vec<Error>,
     /// How each subscribed event type that serde can store is stored.
     pub(crate) codecs: crate::delivery::durable::Codecs,
+    /// The names of the checkpointed streams, which must differ.
+    pub(crate) checkpoints: std::collections::HashSet<std::sync::Arc<str>>,
 }
 
 impl TableBuilder {
