@@ -157,7 +157,7 @@ impl<E: Event + Serialize + DeserializeOwned> Actor for Forwarder<E> {
             Poll::Pending => Started::Running(publish),
         };
         // Owed until the window reports it: shutdown's drain waits for it.
-        ctx.me.retrying.fetch_add(1, Ordering::SeqCst);
+        ctx.me.counters().retrying.fetch_add(1, Ordering::SeqCst);
         let sent = window.tx.send(InFlight {
             started,
             meta: ctx.meta.clone(),
@@ -175,7 +175,7 @@ impl<E: Event + Serialize + DeserializeOwned> Actor for Forwarder<E> {
                 Ok(())
             }
             Err(mpsc::error::SendError(inflight)) => {
-                ctx.me.retrying.fetch_sub(1, Ordering::SeqCst);
+                ctx.me.counters().retrying.fetch_sub(1, Ordering::SeqCst);
                 if let Some(key) = &inflight.key {
                     window.keys.release(key);
                 }
@@ -420,5 +420,5 @@ async fn settle(
     if let Some(key) = &key {
         keys.release(key);
     }
-    me.retrying.fetch_sub(1, Ordering::SeqCst);
+    me.counters().retrying.fetch_sub(1, Ordering::SeqCst);
 }
