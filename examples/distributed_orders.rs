@@ -35,7 +35,8 @@
 //!   fresh `--run` name, and waits for both (at most 2 minutes); it exits with 0 when both did.
 //! - `--broker`: `nats://host:port` (NATS JetStream, the default: `$EVENTDRIVEN_NATS_URL`, else
 //!   `nats://127.0.0.1:4222`), `redis://host:port` (Redis Streams; feature `redis`) or
-//!   `amqp://user:password@host:port/%2f` (RabbitMQ; feature `amqp`).
+//!   `amqp://user:password@host:port/%2f` (RabbitMQ; feature `amqp`) or `kafka://host:port`
+//!   (Kafka; feature `kafka`).
 //! - `--run NAME` (default `demo`) names the broker stream and the subjects, so two runs on one
 //!   server do not mix. Both roles of one run need the same name.
 //!
@@ -783,7 +784,19 @@ fn bridge(options: &Options, name: &str) -> anyhow::Result<Bridge> {
         #[cfg(not(feature = "amqp"))]
         bail!("an amqp:// broker needs the example built with `--features nats,amqp`");
     }
-    bail!("--broker `{url}`: expected nats://host:port, redis://host:port or amqp://host:port")
+    if url.starts_with("kafka://") {
+        #[cfg(feature = "kafka")]
+        {
+            let kafka = eventdriven::bridge::kafka::Kafka::new(url).topic(format!("shop-{run}"));
+            return Ok(Bridge::new(name, kafka).ack_wait(Duration::from_secs(10)));
+        }
+        #[cfg(not(feature = "kafka"))]
+        bail!("a kafka:// broker needs the example built with `--features nats,kafka`");
+    }
+    bail!(
+        "--broker `{url}`: expected nats://host:port, redis://host:port, amqp://host:port or \
+         kafka://host:port"
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -850,12 +863,13 @@ impl Options {
             (None, Role::Both) => eventdriven_examples::run_id(),
             (None, _) => options.run,
         };
-        if !["nats://", "redis://", "amqp://"]
+        if !["nats://", "redis://", "amqp://", "kafka://"]
             .iter()
             .any(|scheme| options.broker.starts_with(scheme))
         {
             bail!(
-                "--broker `{}`: expected nats://host:port, redis://host:port or amqp://host:port",
+                "--broker `{}`: expected nats://host:port, redis://host:port, amqp://host:port or \
+                 kafka://host:port",
                 options.broker
             );
         }

@@ -448,6 +448,19 @@ fn distributed_orders_on_redis() {
     assert_distributed_orders(&url);
 }
 
+#[cfg(all(feature = "nats", feature = "kafka"))]
+#[test]
+fn distributed_orders_on_kafka() {
+    let Some(url) = broker_url(
+        "EVENTDRIVEN_KAFKA_URL",
+        "EVENTDRIVEN_SKIP_KAFKA",
+        "scripts/with-kafka.sh",
+    ) else {
+        return;
+    };
+    assert_distributed_orders(&url);
+}
+
 #[cfg(all(feature = "nats", feature = "amqp"))]
 #[test]
 fn distributed_orders_on_rabbitmq() {
