@@ -335,8 +335,8 @@ impl AppBuilder {
     /// delivered to anyone: the publisher gets [`Error::Invalid`] with the hook's reason; an
     /// incoming one gets [`IncomingError::Invalid`](crate::IncomingError::Invalid), which a
     /// bridge dead-letters with the reason and rejects at the broker. Several hooks for one
-    /// type run in the order they were added. A type with no hook costs nothing; an app with
-    /// hooks pays one map lookup per publish.
+    /// type run in the order they were added. An app without hooks only checks, per publish,
+    /// that it has none; with hooks, each publish looks its type up in a map.
     ///
     /// The hook is plain code: check invariants by hand, or run a JSON schema (derived with
     /// `schemars`, say) over `serde_json::to_value(event)`.
