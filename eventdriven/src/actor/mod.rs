@@ -95,7 +95,7 @@ pub(crate) type Member<A> = (
 pub struct Routes<'a, A: Actor> {
     pub(crate) table: &'a mut TableBuilder,
     /// One mailbox for an actor, one per instance for a pool.
-    pub(crate) members: Vec<Member<A>>,
+    pub(crate) members: &'a [Member<A>],
     /// `Some` for a pool.
     pub(crate) keys: Option<&'a Keys>,
 }

@@ -481,18 +481,17 @@ impl AppBuilder {
                 Err(e) => table.errors.push(Error::Config(e)),
             }
         }
+        let mut members = Vec::new();
         let mut wire_all = |actors: Vec<Box<dyn Wire>>, table: &mut TableBuilder| {
             for actor in actors {
-                match actor.wire(table) {
-                    Ok(members) => {
-                        for wired in members {
-                            hooks.extend(wired.hook);
-                            stops.push(wired.stop);
-                            mailboxes.push(wired.core);
-                            ready.push(wired.launch);
-                        }
-                    }
-                    Err(e) => table.errors.push(e),
+                if let Err(e) = actor.wire(table, &mut members) {
+                    table.errors.push(e);
+                }
+                for wired in members.drain(..) {
+                    hooks.extend(wired.hook);
+                    stops.push(wired.stop);
+                    mailboxes.push(wired.core);
+                    ready.push(wired.launch);
                 }
             }
         };
@@ -691,8 +690,9 @@ pub(crate) struct Wired {
 
 /// Type-erases [`Spec`] and [`PoolSpec`] so the builder can hold actors of different types.
 pub(crate) trait Wire: Send {
-    /// Creates the mailboxes, registers the routes, and returns what starts each task.
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>>;
+    /// Creates the mailboxes, registers the routes, and adds to `out` what starts each task
+    /// (an out-parameter: one `Vec` for all actors rather than one per actor).
+    fn wire(self: Box<Self>, table: &mut TableBuilder, out: &mut Vec<Wired>) -> Result<()>;
     /// A pool's partition keys.
     fn keys(&mut self) -> Option<&mut Keys> {
         None
@@ -733,7 +733,7 @@ pub(crate) fn member<A: Actor>(
 }
 
 impl<A: Actor> Wire for Spec<A> {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>> {
+    fn wire(self: Box<Self>, table: &mut TableBuilder, out: &mut Vec<Wired>) -> Result<()> {
         let Spec {
             actor,
             factory,
@@ -742,10 +742,11 @@ impl<A: Actor> Wire for Spec<A> {
         let (core, tx, inbox) = mailbox::mailbox::<A>(check_capacity::<A>(&options)?);
         A::__routes(&mut Routes {
             table,
-            members: vec![(core.clone(), tx.clone())],
+            members: std::slice::from_ref(&(core.clone(), tx.clone())),
             keys: None,
         });
-        Ok(vec![member(actor, inbox, core, tx, factory, &options)])
+        out.push(member(actor, inbox, core, tx, factory, &options));
+        Ok(())
     }
 }
 
@@ -758,7 +759,7 @@ struct PoolSpec<A: Actor> {
 }
 
 impl<A: Actor> Wire for PoolSpec<A> {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>> {
+    fn wire(self: Box<Self>, table: &mut TableBuilder, out: &mut Vec<Wired>) -> Result<()> {
         let PoolSpec {
             size,
             factory,
@@ -773,22 +774,21 @@ impl<A: Actor> Wire for PoolSpec<A> {
         }
         let capacity = check_capacity::<A>(&options)?;
         let boxes: Vec<_> = (0..size).map(|_| mailbox::mailbox::<A>(capacity)).collect();
+        let members: Vec<_> = boxes
+            .iter()
+            .map(|(core, tx, _)| (core.clone(), tx.clone()))
+            .collect();
         A::__routes(&mut Routes {
             table,
-            members: boxes
-                .iter()
-                .map(|(core, tx, _)| (core.clone(), tx.clone()))
-                .collect(),
+            members: &members,
             keys: Some(&keys),
         });
-        Ok(boxes
-            .into_iter()
-            .map(|(core, tx, inbox)| {
-                let rebuild = factory.clone();
-                let rebuild: Factory<A> = Box::new(move || rebuild());
-                member(factory(), inbox, core, tx, Some(rebuild), &options)
-            })
-            .collect())
+        out.extend(boxes.into_iter().map(|(core, tx, inbox)| {
+            let rebuild = factory.clone();
+            let rebuild: Factory<A> = Box::new(move || rebuild());
+            member(factory(), inbox, core, tx, Some(rebuild), &options)
+        }));
+        Ok(())
     }
 
     fn keys(&mut self) -> Option<&mut Keys> {

@@ -484,7 +484,7 @@ pub(crate) struct StreamSpec<L, R, O> {
 }
 
 impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
-    fn wire(self: Box<Self>, table: &mut TableBuilder) -> Result<Vec<Wired>> {
+    fn wire(self: Box<Self>, table: &mut TableBuilder, out: &mut Vec<Wired>) -> Result<()> {
         let StreamSpec {
             settings,
             engine,
@@ -522,7 +522,7 @@ impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
         let core = inbox.core.clone();
         A::<L, R, O>::__routes(&mut Routes {
             table,
-            members: vec![(core.clone(), tx.clone())],
+            members: std::slice::from_ref(&(core.clone(), tx.clone())),
             keys: None,
         });
         let open = Arc::new(AtomicUsize::new(0));
@@ -569,6 +569,7 @@ impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
             .retry(RetryPolicy::none());
         let mut wired = member(actor, inbox, core, tx, None, &options);
         wired.hook = Some(hook);
-        Ok(vec![wired])
+        out.push(wired);
+        Ok(())
     }
 }
