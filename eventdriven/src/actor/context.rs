@@ -112,8 +112,17 @@ struct Inflight {
     payload: Payload,
     attempt: u32,
     options: &'static HandlerOptions,
+    /// The key hash of the `ordered` subscription's sequence the event belongs to (the
+    /// subscription is `options`, by address).
+    sequence_key: Option<u64>,
+}
+
+impl Inflight {
     /// The sequence of an `ordered` subscription the event belongs to.
-    sequence: Option<Sequence>,
+    fn sequence(&self) -> Option<Sequence> {
+        self.sequence_key
+            .map(|key| (self.options as *const HandlerOptions as usize, key))
+    }
 }
 
 /// One key of one ordered subscription: the handler's options (by address) and the key's hash.
@@ -166,7 +175,7 @@ pub struct Context<A: Actor> {
 /// What only retries and ordered subscriptions use. Most actors never need it, and every
 /// actor's task would carry it inline (some 200 bytes of every idle actor), so it lives
 /// behind a box made on first need.
-struct Rare<A: Actor> {
+pub(crate) struct Rare<A: Actor> {
     /// The actor's own retry policy (from `ActorOptions`), before the app's.
     retry: Option<RetryPolicy>,
     /// When each message now waiting for a retry first failed.
@@ -175,6 +184,8 @@ struct Rare<A: Actor> {
     blocked: HashMap<Sequence, Blocked<A::Mailbox>>,
     /// Messages released from a sequence, handled before the next mailbox message.
     ready: VecDeque<A::Mailbox>,
+    /// When the handler panicked, within the supervision policy's window.
+    pub(crate) panics: VecDeque<tokio::time::Instant>,
 }
 
 impl<A: Actor> Default for Rare<A> {
@@ -184,6 +195,7 @@ impl<A: Actor> Default for Rare<A> {
             first_failures: HashMap::new(),
             blocked: HashMap::new(),
             ready: VecDeque::new(),
+            panics: VecDeque::new(),
         }
     }
 }
@@ -214,7 +226,7 @@ impl<A: Actor> Context<A> {
         }
     }
 
-    fn rare(&mut self) -> &mut Rare<A> {
+    pub(crate) fn rare(&mut self) -> &mut Rare<A> {
         self.rare.get_or_insert_with(Box::default)
     }
 
@@ -353,7 +365,7 @@ impl<A: Actor> Context<A> {
     pub(crate) fn needs_settling(&self) -> bool {
         self.inflight
             .as_ref()
-            .is_some_and(|i| i.options.idempotent || i.sequence.is_some())
+            .is_some_and(|i| i.options.idempotent || i.sequence_key.is_some())
             || self.first_failures().is_some()
     }
 
@@ -380,7 +392,7 @@ impl<A: Actor> Context<A> {
                             }
                         }
                     }
-                    if let Some(sequence) = inflight.sequence {
+                    if let Some(sequence) = inflight.sequence() {
                         self.release(sequence, id);
                     }
                 }
@@ -408,7 +420,7 @@ impl<A: Actor> Context<A> {
             .first_failures
             .entry(id)
             .or_insert_with(SystemTime::now);
-        if let Some(sequence) = inflight.sequence {
+        if let Some(sequence) = inflight.sequence() {
             // Later messages of this sequence wait behind this one, through its retries and,
             // if it is dead-lettered, until it is retried from the dead letters.
             self.rare()
@@ -679,7 +691,7 @@ impl<A: Actor> Context<A> {
             },
             attempt: delivery.attempt,
             options,
-            sequence,
+            sequence_key: key,
         });
         Begin::Run
     }

@@ -165,6 +165,13 @@ impl MailboxCore {
         }
     }
 
+    /// Room is returned once this many messages were taken (see [`RELEASE_EVERY`]).
+    /// Computed rather than stored: every idle actor's task would carry the field.
+    #[inline]
+    fn release_every(&self) -> usize {
+        (self.capacity / 4).clamp(1, RELEASE_EVERY)
+    }
+
     /// Messages accepted and not yet finished with: queued (counting room reserved by a
     /// sender that has not pushed yet), in the handler, or waiting for a retry.
     pub(crate) fn owed(&self) -> u64 {
@@ -520,10 +527,9 @@ pub(crate) struct Inbox<A: Actor> {
     pub(crate) core: Arc<MailboxCore>,
     queue: Arc<Queue<Slot<A::Mailbox>>>,
     /// Slots taken from the queue in one go, the next one first. Their room is given back as
-    /// the actor takes them (in groups, see `release_every`), so the mailbox's bound holds.
+    /// the actor takes them (in groups, see [`MailboxCore::release_every`]), so the mailbox's
+    /// bound holds.
     batch: VecDeque<Slot<A::Mailbox>>,
-    /// Room returned once this many messages were taken (see `RELEASE_EVERY`).
-    release_every: usize,
 }
 
 impl<A: Actor> Drop for Inbox<A> {
@@ -551,7 +557,6 @@ pub(crate) fn mailbox<A: Actor>(
             core,
             queue,
             batch: VecDeque::new(),
-            release_every: (capacity / 4).clamp(1, RELEASE_EVERY),
         },
     )
 }
@@ -583,7 +588,7 @@ impl<A: Actor> Inbox<A> {
                 if reserved {
                     let taken = own.taken.load(Ordering::Relaxed) + 1;
                     own.taken.store(taken, Ordering::Relaxed);
-                    if taken >= self.release_every {
+                    if taken >= self.core.release_every() {
                         self.core.release_taken();
                     }
                 } else {

@@ -2,10 +2,9 @@
 //! policy, and stop cleanly, dead-lettering whatever it could not handle.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
@@ -49,43 +48,58 @@ pub enum OnPanic {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Supervision {
     on_panic: OnPanic,
-    intensity: Option<(u32, Duration)>,
+    /// At most this many panics within `window` (`u32::MAX`: no limit). Two fields rather
+    /// than an `Option<(u32, Duration)>`, which takes 8 bytes more in every actor's task.
+    restarts: u32,
+    window: Duration,
 }
 
 impl Supervision {
+    const NO_LIMIT: u32 = u32::MAX;
+
     /// Restart on every panic (the default).
     pub const fn restart() -> Self {
-        Self {
-            on_panic: OnPanic::Restart,
-            intensity: None,
-        }
+        Self::on(OnPanic::Restart)
     }
 
     /// Keep the state on every panic.
     pub const fn resume() -> Self {
-        Self {
-            on_panic: OnPanic::Resume,
-            intensity: None,
-        }
+        Self::on(OnPanic::Resume)
     }
 
     /// Stop at the first panic.
     pub const fn stop() -> Self {
+        Self::on(OnPanic::Stop)
+    }
+
+    const fn on(on_panic: OnPanic) -> Self {
         Self {
-            on_panic: OnPanic::Stop,
-            intensity: None,
+            on_panic,
+            restarts: Self::NO_LIMIT,
+            window: Duration::ZERO,
         }
     }
 
     /// Stops the actor when more than `restarts` panics happen within `window`.
     pub const fn at_most(mut self, restarts: u32, window: Duration) -> Self {
-        self.intensity = Some((restarts, window));
+        // `u32::MAX` panics cannot be counted in a window anyway: one fewer is the same policy.
+        self.restarts = if restarts == Self::NO_LIMIT {
+            Self::NO_LIMIT - 1
+        } else {
+            restarts
+        };
+        self.window = window;
         self
     }
 
     /// What a panic does.
     pub const fn on_panic(&self) -> OnPanic {
         self.on_panic
+    }
+
+    /// The most panics tolerated within a window, and the window; `None` without a limit.
+    fn intensity(&self) -> Option<(u32, Duration)> {
+        (self.restarts != Self::NO_LIMIT).then_some((self.restarts, self.window))
     }
 }
 
@@ -122,21 +136,31 @@ enum Ran<T> {
     Aborted,
 }
 
-/// Polls a handler's future inside its span, catching a panic inside it, and dropping it if
-/// shutdown gives up on it. The future is pinned where it is made and polled in place: the
-/// fast path (a handler that completes at its first poll) moves nothing and costs one atomic
-/// load besides the poll.
-async fn guard<F: Future>(
-    fut: F,
-    core: &MailboxCore,
-    span: Option<&tracing::Span>,
-) -> Ran<F::Output> {
-    let mut fut = pin!(fut);
-    poll_fn(move |cx| {
+pin_project_lite::pin_project! {
+    /// Polls a handler's future inside its span, catching a panic inside it, and dropping it
+    /// if shutdown gives up on it. A future of its own rather than an `async fn`, which would
+    /// keep the handler's future twice in the actor's task (its parameter and the pinned
+    /// copy): the task is every idle actor's memory. The fast path (a handler that completes
+    /// at its first poll) costs one atomic load besides the poll.
+    struct Guard<'a, F> {
+        #[pin]
+        fut: F,
+        core: &'a MailboxCore,
+        span: Option<&'a tracing::Span>,
+    }
+}
+
+impl<F: Future> Future for Guard<'_, F> {
+    type Output = Ran<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let core = *this.core;
         if core.aborting() {
             return Poll::Ready(Ran::Aborted);
         }
-        let _entered = span.map(tracing::Span::enter);
+        let _entered = this.span.map(tracing::Span::enter);
+        let mut fut = this.fut;
         match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Ran::Done(out)),
             Ok(Poll::Pending) => {
@@ -151,32 +175,31 @@ async fn guard<F: Future>(
             }
             Err(payload) => Poll::Ready(Ran::Panicked(payload)),
         }
-    })
-    .await
+    }
 }
 
-/// Applies a supervision policy to panics, counting them in the intensity window.
+/// Applies a supervision policy to panics, counting them in the intensity window (in the
+/// context's rarely used part: most actors never panic).
 struct Supervisor<A> {
     policy: Supervision,
     factory: Option<Factory<A>>,
-    panics: VecDeque<Instant>,
 }
 
 impl<A: Actor> Supervisor<A> {
     /// Restarts or resumes `actor` after a panic; `true` when it must stop instead.
-    fn on_panic(&mut self, actor: &mut A, ctx: &Context<A>, error: &str) -> bool {
+    fn on_panic(&mut self, actor: &mut A, ctx: &mut Context<A>, error: &str) -> bool {
         ctx.me.count_panic();
         let now = Instant::now();
-        self.panics.push_back(now);
-        let over_limit = self.policy.intensity.is_some_and(|(max, window)| {
-            while self
-                .panics
+        let panics = &mut ctx.rare().panics;
+        panics.push_back(now);
+        let over_limit = self.policy.intensity().is_some_and(|(max, window)| {
+            while panics
                 .front()
                 .is_some_and(|t| now.duration_since(*t) > window)
             {
-                self.panics.pop_front();
+                panics.pop_front();
             }
-            self.panics.len() > max as usize
+            panics.len() > max as usize
         });
         let stop = over_limit || self.policy.on_panic == OnPanic::Stop;
         let restarted = !stop && self.policy.on_panic == OnPanic::Restart && self.factory.is_some();
@@ -244,7 +267,6 @@ pub(crate) fn run<A: Actor>(
     let mut supervisor = Supervisor {
         policy: supervision,
         factory,
-        panics: VecDeque::new(),
     };
     async move {
         let end = loop {
@@ -292,14 +314,19 @@ pub(crate) fn run<A: Actor>(
                     attempt,
                 ))
             });
-            let started = ctx
-                .shared
-                .config
-                .handler_latency
-                .then(crate::clock::now_nanos);
-            let outcome = match guard(actor.__handle(msg, &mut ctx), &inbox.core, span.as_deref())
-                .await
-            {
+            // 0 when latency is not measured: a plain `u64` is 8 bytes less in every
+            // actor's task than an `Option` held across the handler's await.
+            let started = if ctx.shared.config.handler_latency {
+                crate::clock::now_nanos().max(1)
+            } else {
+                0
+            };
+            let handling = Guard {
+                fut: actor.__handle(msg, &mut ctx),
+                core: &inbox.core,
+                span: span.as_deref(),
+            };
+            let outcome = match handling.await {
                 Ran::Done(outcome) => outcome,
                 Ran::Aborted => {
                     tracing::error!(actor = A::NAME, message_name = ctx.message, id = %ctx.meta.id, "handler still running after the shutdown deadline; dropped");
@@ -312,7 +339,7 @@ pub(crate) fn run<A: Actor>(
                     panic_text(&*payload)
                 ))),
             };
-            if let Some(started) = started {
+            if started != 0 {
                 let took = crate::clock::now_nanos().saturating_sub(started);
                 inbox.core.counters().latency().record(took);
             }
@@ -321,7 +348,7 @@ pub(crate) fn run<A: Actor>(
             }
             let stop = match &outcome {
                 Err(error) if error.panicked() => {
-                    supervisor.on_panic(&mut actor, &ctx, error.message())
+                    supervisor.on_panic(&mut actor, &mut ctx, error.message())
                 }
                 _ => false,
             };
@@ -346,7 +373,8 @@ pub(crate) fn run<A: Actor>(
                 inbox.core.finish();
             }
             if let Some(error) = panic_text {
-                Box::pin(escalate(&mut ctx, error, supervisor.panics.len() as u32)).await;
+                let panics = ctx.rare().panics.len() as u32;
+                Box::pin(escalate(&mut ctx, error, panics)).await;
                 break End::Failed;
             }
         };
