@@ -1,5 +1,5 @@
 //! The bridge conformance suite: one set of tests, run against every broker transport
-//! (`per_broker!`; today NATS JetStream, Redis Streams, RabbitMQ and Kafka), on real servers
+//! (`per_broker!`; today NATS JetStream, Redis Streams, RabbitMQ, Kafka and SQS), on real servers
 //! started by the project's scripts.
 //!
 //! - a round trip between two apps, every CloudEvents attribute checked on the wire, in
@@ -9,8 +9,8 @@
 //! - two OS processes of one consumer group split 10,000 events: none lost, none twice;
 //! - the messages a consumer process held when it was killed (SIGKILL) go to another process
 //!   of its group after the ack wait;
-//! - the broker killed for 5 s mid-stream and restarted (Kafka: frozen for 5 s, see the
-//!   test): everything arrives;
+//! - the broker killed for 5 s mid-stream and restarted (Kafka and SQS: frozen for 5 s, see
+//!   the test): everything arrives;
 //! - malformed, unknown, oversize, incomplete, undecodable and invalid (refused by the app's
 //!   validation hook) input is dead-lettered with the reason and the consumer goes on;
 //! - a failing subscriber is retried, then dead-lettered, and the broker acked;
@@ -25,7 +25,8 @@
     feature = "nats",
     feature = "redis",
     feature = "amqp",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "sqs"
 ))]
 
 mod brokers;
@@ -567,12 +568,13 @@ async fn stuck_consumer_child(kind: Kind) {
 /// The broker goes away for 5 s mid-stream and comes back; every event arrives.
 ///
 /// NATS, Redis and RabbitMQ are killed (SIGKILL) and restarted on their data. The suite's
-/// Kafka broker (tansu, as `scripts/with-kafka.sh` installs it) keeps its data in memory only,
+/// Kafka broker (tansu, as `scripts/with-kafka.sh` installs it) and SQS server (fauxqs, as
+/// `scripts/with-sqs.sh` installs it) keep their data in memory only,
 /// so a restarted one would start empty: it is frozen with SIGSTOP for the 5 s instead and
 /// resumed with SIGCONT. Its connections stay open but nothing answers, so the bridge's
 /// requests (publishes, fetches, commits, heartbeats) time out or wait meanwhile, which is
-/// an outage for the client; what this does not show for Kafka is reconnecting to a broker
-/// process that was restarted.
+/// an outage for the client; what this does not show for Kafka and SQS is reconnecting to a
+/// broker process that was restarted.
 async fn a_broker_outage_loses_nothing(kind: Kind) {
     const N: u64 = 2_000;
     let Some(mut broker) = Broker::own(kind) else {
