@@ -1418,3 +1418,84 @@ mod kafka_only {
         consumer.shutdown().await.unwrap();
     }
 }
+
+/// What only SQS has, beyond the shared suite.
+#[cfg(feature = "sqs")]
+mod sqs_only {
+    use super::*;
+    use eventdriven::bridge::{sqs::Sqs, Bridge};
+
+    /// On a FIFO queue the key is the message group: each key's events are handled in the order
+    /// they were published, several keys side by side; a publish repeated with the same event id
+    /// is stored once (the event id is the deduplication id).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_fifo_queue_keeps_each_keys_order() {
+        const KEYS: u64 = 5;
+        const PER_KEY: u64 = 100;
+        let Some(broker) = Broker::shared(Kind::Sqs) else {
+            return;
+        };
+        let queue = format!("{}.fifo", broker.space);
+        let sqs = || Sqs::new(broker.url.clone()).queue(queue.clone());
+        let seen = Seen::default();
+        let consumer = App::builder()
+            .actor(Recorder { seen: seen.clone() })
+            .bridge(
+                Bridge::new("in", sqs())
+                    .consume::<OrderPlaced>()
+                    .max_in_flight(32),
+            )
+            .build()
+            .await
+            .unwrap();
+        let producer = App::builder()
+            .bridge(
+                Bridge::new("out", sqs())
+                    .publish_keyed(|ev: &OrderPlaced| format!("customer-{}", ev.order % KEYS)),
+            )
+            .build()
+            .await
+            .unwrap();
+        for order in 0..KEYS * PER_KEY {
+            producer.publish(OrderPlaced { order }).await.unwrap();
+        }
+        // The same event (same id) published again: SQS drops the copy.
+        let again = Envelope::new(OrderPlaced {
+            order: KEYS * PER_KEY,
+        });
+        producer.publish_envelope(again.clone()).await.unwrap();
+        producer.publish_envelope(again).await.unwrap();
+        let total = KEYS * PER_KEY + 1;
+        assert!(
+            eventually(Duration::from_secs(60), || seen.len() as u64 >= total).await,
+            "{} of {total}",
+            seen.len()
+        );
+        assert!(settled(&consumer, "in").await);
+        // What the queue took (the test server's record): the copy is not there.
+        let mut tap = Tap::new(&Broker::at(Kind::Sqs, broker.url.clone(), queue.clone())).await;
+        let mut stored = 0;
+        while tap.try_next(Duration::from_millis(200)).await.is_some() {
+            stored += 1;
+        }
+        assert_eq!(stored, total, "the copy was stored once");
+        let orders = seen.orders();
+        assert_eq!(orders.len() as u64, total);
+        for key in 0..KEYS {
+            let of_key: Vec<u64> = orders
+                .iter()
+                .copied()
+                .filter(|o| o % KEYS == key && *o < KEYS * PER_KEY)
+                .collect();
+            assert_eq!(of_key.len() as u64, PER_KEY, "key {key}");
+            assert!(
+                of_key.windows(2).all(|w| w[0] < w[1]),
+                "key {key} out of order: {of_key:?}"
+            );
+        }
+        let stats = consumer.bridge("in").unwrap().stats();
+        assert!(stats.peak_in_flight >= 2, "keys side by side: {stats:?}");
+        producer.shutdown().await.unwrap();
+        consumer.shutdown().await.unwrap();
+    }
+}
