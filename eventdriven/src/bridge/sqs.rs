@@ -3,7 +3,9 @@
 //!
 //! - **One queue**: every event goes to one queue (`eventdriven` by default, a name or a
 //!   queue URL), created when the bridge connects and it does not exist yet
-//!   ([`create_queue`](Sqs::create_queue)). A name ending in `.fifo` is a FIFO queue. Sends
+//!   ([`create_queue`](Sqs::create_queue)). A name ending in `.fifo` is a FIFO queue. Events
+//!   of chosen names can go to other queues instead ([`publish_to`](Sqs::publish_to)): SQS is
+//!   point to point, so processes that send each other events consume a queue each. Sends
 //!   are batched: publishes that wait together go out in one `SendMessageBatch` (up to 10
 //!   messages and 200 KiB), and each publish completes when SQS accepted its entry.
 //! - **Layout**: the body is the CloudEvent (structured mode: the JSON document; binary mode:
@@ -142,7 +144,16 @@ impl fmt::Debug for Sqs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sqs")
             .field("endpoint", &self.inner.endpoint)
-            .field("queue", &self.inner.queue)
+            .field("queue", &self.inner.queues[0].spec)
+            .field(
+                "publish_to",
+                &self
+                    .inner
+                    .routes
+                    .iter()
+                    .map(|(p, q)| (p.as_str(), self.inner.queues[*q].spec.as_str()))
+                    .collect::<Vec<_>>(),
+            )
             .field("create", &self.inner.create)
             .finish_non_exhaustive()
     }
@@ -155,11 +166,40 @@ struct Inner {
     /// The settings of the client [`Sqs::new`] makes, until it is made.
     settings: std::sync::Mutex<Settings>,
     client: OnceLock<aws_sdk_sqs::Client>,
-    /// The queue's name, or its URL.
-    queue: String,
+    /// The transport's queue first (consumed, and the default for publishing), then those
+    /// of [`Sqs::publish_to`].
+    queues: Vec<Queue>,
+    /// Name patterns and the index in `queues` their events go to, first match wins.
+    routes: Vec<(Pattern, usize)>,
     create: bool,
-    /// The queue's URL once known; forgotten when SQS says the queue does not exist.
+    /// Settings that could not be taken (a bad pattern), reported by `connect`.
+    errors: Vec<String>,
+}
+
+/// One queue the transport uses.
+struct Queue {
+    /// Its name, or its URL.
+    spec: String,
+    /// Its URL once known; forgotten when SQS says the queue does not exist.
     url: RwLock<Option<String>>,
+}
+
+impl Queue {
+    fn new(spec: String) -> Self {
+        Self {
+            spec,
+            url: RwLock::new(None),
+        }
+    }
+
+    fn fifo(&self) -> bool {
+        self.spec.ends_with(".fifo")
+    }
+
+    /// The queue's name (the last segment of a URL).
+    fn name(&self) -> &str {
+        self.spec.rsplit('/').next().unwrap_or(&self.spec)
+    }
 }
 
 /// The client [`Sqs::new`] makes.
@@ -229,9 +269,10 @@ impl Sqs {
                 endpoint,
                 settings: std::sync::Mutex::new(settings),
                 client: cell,
-                queue: "eventdriven".to_owned(),
+                queues: vec![Queue::new("eventdriven".to_owned())],
+                routes: Vec::new(),
                 create: true,
-                url: RwLock::new(None),
+                errors: Vec::new(),
             }),
             sender: OnceLock::new(),
             deleter: OnceLock::new(),
@@ -246,7 +287,35 @@ impl Sqs {
     /// The queue: a name (looked up with `GetQueueUrl`, and created if missing) or a queue
     /// URL (used as it is, never created). A name ending in `.fifo` is a FIFO queue.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.inner_mut().queue = queue.into();
+        self.inner_mut().queues[0] = Queue::new(queue.into());
+        self
+    }
+
+    /// Publishes the events whose names match `pattern` (as in
+    /// [`Bridge::publish_matching`](super::Bridge::publish_matching)) to `queue` (a name or a
+    /// URL, created if missing like the transport's own) instead of the transport's queue;
+    /// the first route that matches wins. SQS is point to point: two processes that send each
+    /// other events consume a queue each and route what the other consumes to its queue.
+    ///
+    /// ```
+    /// use eventdriven::bridge::sqs::Sqs;
+    ///
+    /// // The orders process consumes `orders`; what fulfillment consumes goes to its queue.
+    /// let sqs = Sqs::new("http://127.0.0.1:4566")
+    ///     .queue("orders")
+    ///     .publish_to("order.*", "fulfillment");
+    /// # let _ = sqs;
+    /// ```
+    pub fn publish_to(mut self, pattern: &str, queue: impl Into<String>) -> Self {
+        let inner = self.inner_mut();
+        match Pattern::parse(pattern) {
+            Ok(pattern) => {
+                inner.queues.push(Queue::new(queue.into()));
+                let index = inner.queues.len() - 1;
+                inner.routes.push((pattern, index));
+            }
+            Err(e) => inner.errors.push(e),
+        }
         self
     }
 
@@ -302,8 +371,12 @@ impl Sqs {
 }
 
 impl Inner {
-    fn fifo(&self) -> bool {
-        self.queue.ends_with(".fifo")
+    /// The index in `queues` of the queue an event named `name` goes to.
+    fn route(&self, name: &str) -> usize {
+        self.routes
+            .iter()
+            .find(|(pattern, _)| pattern.matches(name))
+            .map_or(0, |(_, queue)| *queue)
     }
 
     fn client(&self) -> &aws_sdk_sqs::Client {
@@ -336,32 +409,28 @@ impl Inner {
         })
     }
 
-    /// The queue's name (the last segment of a URL).
-    fn name(&self) -> &str {
-        self.queue.rsplit('/').next().unwrap_or(&self.queue)
-    }
-
-    /// The queue's URL: looked up (and the queue created) the first time, and again after
-    /// SQS said it does not exist.
-    async fn url(&self) -> Result<String, TransportError> {
-        if let Some(url) = self.url.read().await.as_ref() {
+    /// The URL of queue `q`: looked up (and the queue created) the first time, and again
+    /// after SQS said it does not exist.
+    async fn url(&self, q: usize) -> Result<String, TransportError> {
+        let queue = &self.queues[q];
+        if let Some(url) = queue.url.read().await.as_ref() {
             return Ok(url.clone());
         }
-        let mut cached = self.url.write().await;
+        let mut cached = queue.url.write().await;
         if let Some(url) = cached.as_ref() {
             return Ok(url.clone());
         }
-        let url = if self.queue.starts_with("http://") || self.queue.starts_with("https://") {
-            self.queue.clone()
+        let url = if queue.spec.starts_with("http://") || queue.spec.starts_with("https://") {
+            queue.spec.clone()
         } else {
-            self.look_up().await?
+            self.look_up(queue).await?
         };
         *cached = Some(url.clone());
         Ok(url)
     }
 
-    async fn look_up(&self) -> Result<String, TransportError> {
-        let name = self.name();
+    async fn look_up(&self, queue: &Queue) -> Result<String, TransportError> {
+        let name = queue.name();
         let found = bounded(self.client().get_queue_url().queue_name(name).send()).await?;
         match found {
             Ok(out) => return Ok(out.queue_url().unwrap_or_default().to_owned()),
@@ -376,16 +445,18 @@ impl Inner {
             )));
         }
         let mut create = self.client().create_queue().queue_name(name);
-        if self.fifo() {
+        if queue.fifo() {
             create = create.attributes(QueueAttributeName::FifoQueue, "true");
         }
         let created = bounded(create.send()).await?.map_err(sdk_error)?;
         Ok(created.queue_url().unwrap_or_default().to_owned())
     }
 
-    /// Notes an error: a queue that does not exist is looked up again next time.
+    /// Notes an error of a call on queue `q`: a queue that does not exist is looked up again
+    /// next time.
     async fn failed<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
+        q: usize,
         error: SdkError<E>,
     ) -> TransportError {
         let missing = error.as_service_error().is_some_and(|e| {
@@ -393,10 +464,11 @@ impl Inner {
                 .is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
         });
         if missing {
-            *self.url.write().await = None;
+            let queue = &self.queues[q];
+            *queue.url.write().await = None;
             return TransportError::Unavailable(format!(
                 "the SQS queue `{}` does not exist (it is looked up again)",
-                self.name()
+                queue.name()
             ));
         }
         sdk_error(error)
@@ -521,16 +593,18 @@ fn headers_of(message: &Message) -> Vec<(String, String)> {
 
 /// A publish waiting to be sent in a batch.
 struct Pending {
+    /// The index of its queue.
+    queue: usize,
     entry: SendMessageBatchRequestEntry,
     bytes: usize,
     done: oneshot::Sender<Result<(), TransportError>>,
 }
 
-/// Sends what waits in batches: up to [`MAX_BATCH`] entries of at most [`MAX_BATCH_BYTES`]
-/// together, several batches at once on a standard queue, one after the other (in order) on
-/// a FIFO queue.
+/// Sends what waits in batches: up to [`MAX_BATCH`] entries for one queue of at most
+/// [`MAX_BATCH_BYTES`] together, several batches at once to standard queues, one after the
+/// other (in order) where a FIFO queue is among them.
 async fn send_batches(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let permits = Arc::new(Semaphore::new(if inner.fifo() {
+    let permits = Arc::new(Semaphore::new(if inner.queues.iter().any(Queue::fifo) {
         1
     } else {
         CONCURRENT_BATCHES
@@ -544,11 +618,11 @@ async fn send_batches(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending
                 None => return,
             },
         };
-        let mut bytes = first.bytes;
+        let (queue, mut bytes) = (first.queue, first.bytes);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) if bytes + p.bytes > MAX_BATCH_BYTES => {
+                Ok(p) if p.queue != queue || bytes + p.bytes > MAX_BATCH_BYTES => {
                     carried = Some(p);
                     break;
                 }
@@ -569,14 +643,14 @@ async fn send_batches(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending
         };
         let inner = inner.clone();
         tokio::spawn(async move {
-            send_batch(&inner, batch).await;
+            send_batch(&inner, queue, batch).await;
             drop(permit);
         });
     }
 }
 
-async fn send_batch(inner: &Inner, batch: Vec<Pending>) {
-    let url = match inner.url().await {
+async fn send_batch(inner: &Inner, queue: usize, batch: Vec<Pending>) {
+    let url = match inner.url(queue).await {
         Ok(url) => url,
         Err(e) => return fail_all(batch, &e),
     };
@@ -592,7 +666,7 @@ async fn send_batch(inner: &Inner, batch: Vec<Pending>) {
     let sent = match bounded(request.send()).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => {
-            let error = inner.failed(e).await;
+            let error = inner.failed(queue, e).await;
             for (_, done) in waiting {
                 let _ = done.send(Err(error.clone()));
             }
@@ -694,7 +768,7 @@ async fn delete_batch(inner: &Inner, url: String, batch: Vec<Deletion>) {
     let deleted = match bounded(request.send()).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => {
-            let error = inner.failed(e).await;
+            let error = inner.failed(0, e).await;
             for (_, done) in waiting {
                 let _ = done.send(Err(error.clone()));
             }
@@ -728,9 +802,12 @@ impl Transport for Sqs {
 
     fn connect<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
-            if self.inner.queue.is_empty() {
+            if let Some(error) = self.inner.errors.first() {
+                return Err(TransportError::Config(error.clone()));
+            }
+            if self.inner.queues.iter().any(|q| q.spec.is_empty()) {
                 return Err(TransportError::Config(
-                    "the SQS queue name is empty".to_owned(),
+                    "an SQS queue name is empty".to_owned(),
                 ));
             }
             let patterns = topology
@@ -739,7 +816,12 @@ impl Transport for Sqs {
                 .map(|p| Pattern::parse(p).map_err(TransportError::Config))
                 .collect::<Result<Vec<_>, _>>()?;
             let _ = self.patterns.set(patterns);
-            let url = self.inner.url().await?;
+            // Every queue looked up (and created): what is routed to another process's queue
+            // is kept for it before it ever started.
+            for q in 1..self.inner.queues.len() {
+                self.inner.url(q).await?;
+            }
+            let url = self.inner.url(0).await?;
             // A reachable server and a queue that exists (a URL given is not looked up).
             let checked = bounded(
                 self.inner
@@ -752,7 +834,7 @@ impl Transport for Sqs {
             .await?;
             match checked {
                 Ok(_) => Ok(()),
-                Err(e) => Err(self.inner.failed(e).await),
+                Err(e) => Err(self.inner.failed(0, e).await),
             }
         })
     }
@@ -773,14 +855,20 @@ impl Transport for Sqs {
         for (name, value) in &attributes {
             entry = entry.message_attributes(name, string_attribute(value));
         }
-        if self.inner.fifo() {
+        let queue = self.inner.route(&message.name);
+        if self.inner.queues[queue].fifo() {
             let group = message.key.clone().unwrap_or_else(|| message.name.clone());
             entry = entry
                 .message_group_id(group)
                 .message_deduplication_id(message.id.to_string());
         }
         let entry = entry.build().expect("id and body are set");
-        let queued = self.sender().send(Pending { entry, bytes, done });
+        let queued = self.sender().send(Pending {
+            queue,
+            entry,
+            bytes,
+            done,
+        });
         Box::pin(async move {
             if queued.is_err() {
                 return Err(unavailable("the SQS sender stopped"));
@@ -801,7 +889,7 @@ impl Transport for Sqs {
                     TransportError::Config("the bridge is not connected".to_owned())
                 })?;
             // Checks the queue (a server that lost it creates it again).
-            self.inner.url().await?;
+            self.inner.url(0).await?;
             let visibility = topology
                 .ack_wait
                 .as_secs_f64()
@@ -818,7 +906,7 @@ impl Transport for Sqs {
 
     fn lag(&self) -> BoxFuture<'_, Result<Option<Lag>, TransportError>> {
         Box::pin(async move {
-            let url = self.inner.url().await?;
+            let url = self.inner.url(0).await?;
             let got = bounded(
                 self.inner
                     .client()
@@ -831,7 +919,7 @@ impl Transport for Sqs {
             .await?;
             let got = match got {
                 Ok(got) => got,
-                Err(e) => return Err(self.inner.failed(e).await),
+                Err(e) => return Err(self.inner.failed(0, e).await),
             };
             let count = |name: &QueueAttributeName| {
                 got.attributes()
@@ -880,7 +968,7 @@ impl SqsSubscription {
 impl Subscription for SqsSubscription {
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>> {
         Box::pin(async move {
-            let url = self.inner.url().await?;
+            let url = self.inner.url(0).await?;
             let max = i32::try_from(max.clamp(1, MAX_BATCH)).unwrap_or(1);
             let received = bounded(
                 self.inner
@@ -899,7 +987,7 @@ impl Subscription for SqsSubscription {
             .await?;
             let received = match received {
                 Ok(r) => r,
-                Err(e) => return Err(self.inner.failed(e).await),
+                Err(e) => return Err(self.inner.failed(0, e).await),
             };
             let mut messages = VecDeque::new();
             for message in received.messages() {
@@ -1008,7 +1096,7 @@ impl Settle {
         .await?;
         match changed {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.inner.failed(e).await),
+            Err(e) => Err(self.inner.failed(0, e).await),
         }
     }
 }
@@ -1040,7 +1128,7 @@ impl Received for SqsMessage {
     fn locator(&self) -> String {
         format!(
             "SQS queue {}, message id {}",
-            self.settle.inner.name(),
+            self.settle.inner.queues[0].name(),
             self.id
         )
     }

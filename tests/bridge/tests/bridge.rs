@@ -1425,6 +1425,56 @@ mod sqs_only {
     use super::*;
     use eventdriven::bridge::{sqs::Sqs, Bridge};
 
+    /// SQS is point to point: a process consumes its own queue and routes what another
+    /// consumes to that one's queue (`publish_to`); its own queue gets nothing of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn publish_to_routes_events_to_another_queue() {
+        let Some(broker) = Broker::shared(Kind::Sqs) else {
+            return;
+        };
+        let (mine, theirs) = (
+            format!("{}_mine", broker.space),
+            format!("{}_theirs", broker.space),
+        );
+        let producer = App::builder()
+            .actor(Cancellations)
+            .bridge(
+                Bridge::new(
+                    "out",
+                    Sqs::new(broker.url.clone())
+                        .queue(mine.clone())
+                        .publish_to("order.placed", theirs.clone()),
+                )
+                .publish::<OrderPlaced>()
+                .publish::<OrderShipped>()
+                .consume::<OrderCancelled>(),
+            )
+            .build()
+            .await
+            .unwrap();
+        // Published before the consumer of `theirs` ever started: the queue keeps it.
+        producer.publish(OrderPlaced { order: 5 }).await.unwrap();
+        producer.publish(OrderShipped { order: 5 }).await.unwrap();
+        let seen = Seen::default();
+        let consumer = App::builder()
+            .actor(Recorder { seen: seen.clone() })
+            .bridge(
+                Bridge::new("in", Sqs::new(broker.url.clone()).queue(theirs.clone()))
+                    .consume::<OrderPlaced>(),
+            )
+            .build()
+            .await
+            .unwrap();
+        assert!(eventually(WAIT, || seen.len() == 1).await);
+        assert_eq!(seen.orders(), vec![5]);
+        let tap = |queue: &str| Broker::at(Kind::Sqs, broker.url.clone(), queue.to_owned());
+        let mut own = Tap::new(&tap(&mine)).await;
+        assert_eq!(own.next().await.name(), "order.shipped");
+        assert!(own.try_next(Duration::from_millis(300)).await.is_none());
+        producer.shutdown().await.unwrap();
+        consumer.shutdown().await.unwrap();
+    }
+
     /// On a FIFO queue the key is the message group: each key's events are handled in the order
     /// they were published, several keys side by side; a publish repeated with the same event id
     /// is stored once (the event id is the deduplication id).
