@@ -163,8 +163,8 @@ impl fmt::Debug for Sqs {
 struct Inner {
     /// The endpoint given to [`Sqs::new`] (for logs), or `None` with a client given.
     endpoint: Option<String>,
-    /// The settings of the client [`Sqs::new`] makes, until it is made.
-    settings: std::sync::Mutex<Settings>,
+    /// The settings of the client [`Sqs::new`] makes (with its first use).
+    settings: Settings,
     client: OnceLock<aws_sdk_sqs::Client>,
     /// The transport's queue first (consumed, and the default for publishing), then those
     /// of [`Sqs::publish_to`].
@@ -267,7 +267,7 @@ impl Sqs {
         Self {
             inner: Arc::new(Inner {
                 endpoint,
-                settings: std::sync::Mutex::new(settings),
+                settings,
                 client: cell,
                 queues: vec![Queue::new("eventdriven".to_owned())],
                 routes: Vec::new(),
@@ -280,6 +280,9 @@ impl Sqs {
         }
     }
 
+    /// The settings, while they are made: the builder methods take `self`, and `inner` is
+    /// shared only from the first publish or receive on, after the transport went to its
+    /// bridge.
     fn inner_mut(&mut self) -> &mut Inner {
         Arc::get_mut(&mut self.inner).expect("configured before use")
     }
@@ -327,27 +330,21 @@ impl Sqs {
     }
 
     /// The region of the client [`new`](Self::new) makes (default `us-east-1`).
-    pub fn region(self, region: impl Into<String>) -> Self {
-        self.with_settings(|s| s.region = region.into())
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.inner_mut().settings.region = region.into();
+        self
     }
 
     /// The static credentials of the client [`new`](Self::new) makes (default `test` /
     /// `test`).
-    pub fn credentials(self, access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
-        self.with_settings(|s| {
-            s.access_key = access_key.into();
-            s.secret_key = secret_key.into();
-        })
-    }
-
-    fn with_settings(self, change: impl FnOnce(&mut Settings)) -> Self {
-        change(
-            &mut self
-                .inner
-                .settings
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+    pub fn credentials(
+        mut self,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Self {
+        let settings = &mut self.inner_mut().settings;
+        settings.access_key = access_key.into();
+        settings.secret_key = secret_key.into();
         self
     }
 
@@ -381,11 +378,7 @@ impl Inner {
 
     fn client(&self) -> &aws_sdk_sqs::Client {
         self.client.get_or_init(|| {
-            let settings = self
-                .settings
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+            let settings = self.settings.clone();
             let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .operation_attempt_timeout(Duration::from_secs(5))
@@ -804,6 +797,15 @@ impl Transport for Sqs {
         Box::pin(async move {
             if let Some(error) = self.inner.errors.first() {
                 return Err(TransportError::Config(error.clone()));
+            }
+            if let Some(endpoint) = self.inner.endpoint.as_deref() {
+                if !endpoint.starts_with("http://") {
+                    return Err(TransportError::Config(format!(
+                        "SQS endpoint `{endpoint}`: `Sqs::new` speaks plain HTTP only (`http://` \
+                         or `sqs://`; no TLS is compiled in); for AWS, build a client with TLS \
+                         and pass it to `Sqs::with_client`"
+                    )));
+                }
             }
             if self.inner.queues.iter().any(|q| q.spec.is_empty()) {
                 return Err(TransportError::Config(
