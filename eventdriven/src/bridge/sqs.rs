@@ -14,7 +14,8 @@
 //!   binary mode the `ce-*` attributes. SQS allows 10 message attributes per message: the
 //!   ones beyond the ninth (and any an SQS attribute cannot carry, such as an empty value)
 //!   travel together as a JSON array of `[name, value]` pairs in `eventdriven-headers`, which
-//!   the transport unpacks on receipt. SQS bodies are text: the bridge's bodies are JSON.
+//!   the transport unpacks on receipt. SQS bodies are text: the bridge's bodies are JSON (a
+//!   body that is not UTF-8 is refused).
 //! - **Keys and order**: on a FIFO queue the partition key is the `MessageGroupId` (events
 //!   without a key are grouped by their name) and the event id the
 //!   `MessageDeduplicationId`, so SQS keeps one key's events in order and stores a publish
@@ -843,9 +844,19 @@ impl Transport for Sqs {
 
     fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
         let (done, result) = oneshot::channel();
-        let body = String::from_utf8(message.body.clone())
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let attributes = attributes(&message);
+        let queue = self.inner.route(&message.name);
+        // SQS bodies are text. The bridge's are JSON; anything else is refused, not altered.
+        let body = match String::from_utf8(message.body) {
+            Ok(body) => body,
+            Err(_) => {
+                return Box::pin(async {
+                    Err(TransportError::Refused(
+                        "an SQS message body is text, and this one is not UTF-8".to_owned(),
+                    ))
+                })
+            }
+        };
         let bytes = body.len()
             + attributes
                 .iter()
@@ -857,7 +868,6 @@ impl Transport for Sqs {
         for (name, value) in &attributes {
             entry = entry.message_attributes(name, string_attribute(value));
         }
-        let queue = self.inner.route(&message.name);
         if self.inner.queues[queue].fifo() {
             let group = message.key.clone().unwrap_or_else(|| message.name.clone());
             entry = entry
