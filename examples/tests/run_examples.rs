@@ -461,6 +461,19 @@ fn distributed_orders_on_kafka() {
     assert_distributed_orders(&url);
 }
 
+#[cfg(all(feature = "nats", feature = "sqs"))]
+#[test]
+fn distributed_orders_on_sqs() {
+    let Some(url) = broker_url(
+        "EVENTDRIVEN_SQS_URL",
+        "EVENTDRIVEN_SKIP_SQS",
+        "scripts/with-sqs.sh",
+    ) else {
+        return;
+    };
+    assert_distributed_orders(&url);
+}
+
 #[cfg(all(feature = "nats", feature = "amqp"))]
 #[test]
 fn distributed_orders_on_rabbitmq() {

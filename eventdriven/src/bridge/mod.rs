@@ -8,7 +8,8 @@
 //! fetch messages for a consumer group, ack / nack with a delay / reject one, report lag.
 //! The NATS JetStream transport is [`nats::Nats`] (feature `nats`), the Redis Streams one
 //! [`redis::Redis`] (feature `redis`), the RabbitMQ one [`amqp::Amqp`] (feature `amqp`), the
-//! Kafka one [`kafka::Kafka`] (feature `kafka`).
+//! Kafka one [`kafka::Kafka`] (feature `kafka`), the Amazon SQS one [`sqs::Sqs`] (feature
+//! `sqs`).
 //!
 //! # Outbound: at least once from the event store to the broker
 //!
@@ -99,6 +100,8 @@ pub mod nats;
 mod outbound;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 use std::fmt;
 use std::future::Future;
@@ -137,7 +140,7 @@ pub enum Mode {
 }
 
 /// Why a transport could not do something. Transports wrap their client's errors in it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// The broker could not be reached, or did not answer in time.

@@ -1,5 +1,5 @@
 //! The bridge conformance suite: one set of tests, run against every broker transport
-//! (`per_broker!`; today NATS JetStream, Redis Streams, RabbitMQ and Kafka), on real servers
+//! (`per_broker!`; today NATS JetStream, Redis Streams, RabbitMQ, Kafka and SQS), on real servers
 //! started by the project's scripts.
 //!
 //! - a round trip between two apps, every CloudEvents attribute checked on the wire, in
@@ -9,8 +9,8 @@
 //! - two OS processes of one consumer group split 10,000 events: none lost, none twice;
 //! - the messages a consumer process held when it was killed (SIGKILL) go to another process
 //!   of its group after the ack wait;
-//! - the broker killed for 5 s mid-stream and restarted (Kafka: frozen for 5 s, see the
-//!   test): everything arrives;
+//! - the broker killed for 5 s mid-stream and restarted (Kafka and SQS: frozen for 5 s, see
+//!   the test): everything arrives;
 //! - malformed, unknown, oversize, incomplete, undecodable and invalid (refused by the app's
 //!   validation hook) input is dead-lettered with the reason and the consumer goes on;
 //! - a failing subscriber is retried, then dead-lettered, and the broker acked;
@@ -25,7 +25,8 @@
     feature = "nats",
     feature = "redis",
     feature = "amqp",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "sqs"
 ))]
 
 mod brokers;
@@ -567,12 +568,13 @@ async fn stuck_consumer_child(kind: Kind) {
 /// The broker goes away for 5 s mid-stream and comes back; every event arrives.
 ///
 /// NATS, Redis and RabbitMQ are killed (SIGKILL) and restarted on their data. The suite's
-/// Kafka broker (tansu, as `scripts/with-kafka.sh` installs it) keeps its data in memory only,
+/// Kafka broker (tansu, as `scripts/with-kafka.sh` installs it) and SQS server (fauxqs, as
+/// `scripts/with-sqs.sh` installs it) keep their data in memory only,
 /// so a restarted one would start empty: it is frozen with SIGSTOP for the 5 s instead and
 /// resumed with SIGCONT. Its connections stay open but nothing answers, so the bridge's
 /// requests (publishes, fetches, commits, heartbeats) time out or wait meanwhile, which is
-/// an outage for the client; what this does not show for Kafka is reconnecting to a broker
-/// process that was restarted.
+/// an outage for the client; what this does not show for Kafka and SQS is reconnecting to a
+/// broker process that was restarted.
 async fn a_broker_outage_loses_nothing(kind: Kind) {
     const N: u64 = 2_000;
     let Some(mut broker) = Broker::own(kind) else {
@@ -1412,6 +1414,137 @@ mod kafka_only {
             stats.peak_in_flight >= 2,
             "partitions side by side: {stats:?}"
         );
+        producer.shutdown().await.unwrap();
+        consumer.shutdown().await.unwrap();
+    }
+}
+
+/// What only SQS has, beyond the shared suite.
+#[cfg(feature = "sqs")]
+mod sqs_only {
+    use super::*;
+    use eventdriven::bridge::{sqs::Sqs, Bridge};
+
+    /// SQS is point to point: a process consumes its own queue and routes what another
+    /// consumes to that one's queue (`publish_to`); its own queue gets nothing of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn publish_to_routes_events_to_another_queue() {
+        let Some(broker) = Broker::shared(Kind::Sqs) else {
+            return;
+        };
+        let (mine, theirs) = (
+            format!("{}_mine", broker.space),
+            format!("{}_theirs", broker.space),
+        );
+        let producer = App::builder()
+            .actor(Cancellations)
+            .bridge(
+                Bridge::new(
+                    "out",
+                    Sqs::new(broker.url.clone())
+                        .queue(mine.clone())
+                        .publish_to("order.placed", theirs.clone()),
+                )
+                .publish::<OrderPlaced>()
+                .publish::<OrderShipped>()
+                .consume::<OrderCancelled>(),
+            )
+            .build()
+            .await
+            .unwrap();
+        // Published before the consumer of `theirs` ever started: the queue keeps it.
+        producer.publish(OrderPlaced { order: 5 }).await.unwrap();
+        producer.publish(OrderShipped { order: 5 }).await.unwrap();
+        let seen = Seen::default();
+        let consumer = App::builder()
+            .actor(Recorder { seen: seen.clone() })
+            .bridge(
+                Bridge::new("in", Sqs::new(broker.url.clone()).queue(theirs.clone()))
+                    .consume::<OrderPlaced>(),
+            )
+            .build()
+            .await
+            .unwrap();
+        assert!(eventually(WAIT, || seen.len() == 1).await);
+        assert_eq!(seen.orders(), vec![5]);
+        let tap = |queue: &str| Broker::at(Kind::Sqs, broker.url.clone(), queue.to_owned());
+        let mut own = Tap::new(&tap(&mine)).await;
+        assert_eq!(own.next().await.name(), "order.shipped");
+        assert!(own.try_next(Duration::from_millis(300)).await.is_none());
+        producer.shutdown().await.unwrap();
+        consumer.shutdown().await.unwrap();
+    }
+
+    /// On a FIFO queue the key is the message group: each key's events are handled in the order
+    /// they were published, several keys side by side; a publish repeated with the same event id
+    /// is stored once (the event id is the deduplication id).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_fifo_queue_keeps_each_keys_order() {
+        const KEYS: u64 = 5;
+        const PER_KEY: u64 = 100;
+        let Some(broker) = Broker::shared(Kind::Sqs) else {
+            return;
+        };
+        let queue = format!("{}.fifo", broker.space);
+        let sqs = || Sqs::new(broker.url.clone()).queue(queue.clone());
+        let seen = Seen::default();
+        let consumer = App::builder()
+            .actor(Recorder { seen: seen.clone() })
+            .bridge(
+                Bridge::new("in", sqs())
+                    .consume::<OrderPlaced>()
+                    .max_in_flight(32),
+            )
+            .build()
+            .await
+            .unwrap();
+        let producer = App::builder()
+            .bridge(
+                Bridge::new("out", sqs())
+                    .publish_keyed(|ev: &OrderPlaced| format!("customer-{}", ev.order % KEYS)),
+            )
+            .build()
+            .await
+            .unwrap();
+        for order in 0..KEYS * PER_KEY {
+            producer.publish(OrderPlaced { order }).await.unwrap();
+        }
+        // The same event (same id) published again: SQS drops the copy.
+        let again = Envelope::new(OrderPlaced {
+            order: KEYS * PER_KEY,
+        });
+        producer.publish_envelope(again.clone()).await.unwrap();
+        producer.publish_envelope(again).await.unwrap();
+        let total = KEYS * PER_KEY + 1;
+        assert!(
+            eventually(Duration::from_secs(60), || seen.len() as u64 >= total).await,
+            "{} of {total}",
+            seen.len()
+        );
+        assert!(settled(&consumer, "in").await);
+        // What the queue took (the test server's record): the copy is not there.
+        let mut tap = Tap::new(&Broker::at(Kind::Sqs, broker.url.clone(), queue.clone())).await;
+        let mut stored = 0;
+        while tap.try_next(Duration::from_millis(200)).await.is_some() {
+            stored += 1;
+        }
+        assert_eq!(stored, total, "the copy was stored once");
+        let orders = seen.orders();
+        assert_eq!(orders.len() as u64, total);
+        for key in 0..KEYS {
+            let of_key: Vec<u64> = orders
+                .iter()
+                .copied()
+                .filter(|o| o % KEYS == key && *o < KEYS * PER_KEY)
+                .collect();
+            assert_eq!(of_key.len() as u64, PER_KEY, "key {key}");
+            assert!(
+                of_key.windows(2).all(|w| w[0] < w[1]),
+                "key {key} out of order: {of_key:?}"
+            );
+        }
+        let stats = consumer.bridge("in").unwrap().stats();
+        assert!(stats.peak_in_flight >= 2, "keys side by side: {stats:?}");
         producer.shutdown().await.unwrap();
         consumer.shutdown().await.unwrap();
     }

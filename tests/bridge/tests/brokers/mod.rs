@@ -9,7 +9,10 @@
 //! and restarted. Kafka (feature `kafka`) runs on the tansu broker of `EVENTDRIVEN_KAFKA_URL`
 //! (started by `scripts/with-kafka.sh`); its own brokers come from `EVENTDRIVEN_KAFKA_SERVER`
 //! and keep their data in memory only, so the outage test pauses one (SIGSTOP, SIGCONT)
-//! instead of restarting it. Every test gets names of its
+//! instead of restarting it. SQS (feature `sqs`) runs on the fauxqs server of
+//! `EVENTDRIVEN_SQS_URL` (started by `scripts/with-sqs.sh`), one queue per test; its own
+//! servers come from `EVENTDRIVEN_SQS_SERVER`, in memory too, and are paused the same way.
+//! Every test gets names of its
 //! own (stream, subjects, groups), so tests run side by side on one server. A later broker adds
 //! a `Kind` and one arm in each `match`.
 
@@ -30,6 +33,8 @@ use eventdriven::bridge::Bridge;
 mod amqp;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "sqs")]
+mod sqs;
 
 /// How long one test may take, all included.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -45,15 +50,19 @@ pub enum Kind {
     Amqp,
     #[cfg(feature = "kafka")]
     Kafka,
+    #[cfg(feature = "sqs")]
+    Sqs,
 }
 
 impl Kind {
     /// Whether a broker of the test's own keeps its data across a stop and restart (tansu, the
-    /// suite's Kafka broker, keeps it in memory only).
+    /// suite's Kafka broker, and fauxqs, its SQS server, keep it in memory only).
     pub fn keeps_data_across_restart(self) -> bool {
         match self {
             #[cfg(feature = "kafka")]
             Kind::Kafka => false,
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => false,
             #[allow(unreachable_patterns)]
             _ => true,
         }
@@ -100,6 +109,12 @@ fn env_names(kind: Kind) -> (&'static str, &'static str, &'static str) {
             "EVENTDRIVEN_KAFKA_URL",
             "EVENTDRIVEN_SKIP_KAFKA",
             "scripts/with-kafka.sh",
+        ),
+        #[cfg(feature = "sqs")]
+        Kind::Sqs => (
+            "EVENTDRIVEN_SQS_URL",
+            "EVENTDRIVEN_SKIP_SQS",
+            "scripts/with-sqs.sh",
         ),
     }
 }
@@ -195,6 +210,11 @@ impl Broker {
                     .topic(self.space.clone())
                     .idempotent(self.own.is_none()),
             ),
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => Bridge::new(
+                name,
+                eventdriven::bridge::sqs::Sqs::new(self.url.clone()).queue(self.space.clone()),
+            ),
         }
     }
 
@@ -240,6 +260,8 @@ impl Broker {
             Kind::Amqp => amqp::publish_raw(self, name, headers, body).await,
             #[cfg(feature = "kafka")]
             Kind::Kafka => kafka::publish_raw(self, name, headers, body).await,
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => sqs::publish_raw(self, name, headers, body).await,
         }
     }
 
@@ -272,7 +294,8 @@ pub struct Raw {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Where the broker keeps it (the NATS subject; for Redis, the stream key, a dot and the
-    /// `eventdriven-name` field; for RabbitMQ, the exchange, a dot and the routing key).
+    /// `eventdriven-name` field; for RabbitMQ, the exchange, a dot and the routing key; for SQS,
+    /// the queue, a dot and the `eventdriven-name` attribute).
     pub topic: String,
     /// The partition / routing key it went out with.
     pub key: Option<String>,
@@ -310,6 +333,8 @@ pub enum Tap {
     Amqp(Box<amqp::Tap>),
     #[cfg(feature = "kafka")]
     Kafka(Box<kafka::Tap>),
+    #[cfg(feature = "sqs")]
+    Sqs(Box<sqs::Tap>),
 }
 
 impl Tap {
@@ -340,6 +365,8 @@ impl Tap {
             Kind::Amqp => Self::Amqp(Box::new(amqp::Tap::new(broker).await)),
             #[cfg(feature = "kafka")]
             Kind::Kafka => Self::Kafka(Box::new(kafka::Tap::new(broker).await)),
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => Self::Sqs(Box::new(sqs::Tap::new(broker).await)),
         }
     }
 
@@ -363,6 +390,8 @@ impl Tap {
             Self::Amqp(tap) => tap.next(timeout).await,
             #[cfg(feature = "kafka")]
             Self::Kafka(tap) => tap.next(timeout).await,
+            #[cfg(feature = "sqs")]
+            Self::Sqs(tap) => tap.next(timeout).await,
         }
     }
 
@@ -488,6 +517,8 @@ impl OwnServer {
             Kind::Amqp => format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port),
             #[cfg(feature = "kafka")]
             Kind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => format!("http://127.0.0.1:{}", self.port),
         }
     }
 
@@ -589,6 +620,11 @@ impl OwnServer {
                 // In-memory storage: a restarted broker starts empty.
                 self.child = Some(kafka::start_broker(self.port));
             }
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => {
+                // In memory: a restarted server starts empty.
+                self.child = Some(sqs::start_server(self.port));
+            }
         }
     }
 
@@ -662,7 +698,8 @@ where
 }
 
 /// Generates one module per broker (`mod nats` with feature `nats`, `mod redis` with feature
-/// `redis`, `mod amqp` with feature `amqp`, `mod kafka` with feature `kafka`), each with one
+/// `redis`, `mod amqp` with feature `amqp`, `mod kafka` with feature `kafka`, `mod sqs` with
+/// feature `sqs`), each with one
 /// `#[tokio::test]` per shared test function, which takes the broker's [`Kind`].
 macro_rules! per_broker {
     ($($test:ident),* $(,)?) => {
@@ -674,6 +711,8 @@ macro_rules! per_broker {
         crate::brokers::per_broker!(@broker amqp, Amqp, $($test),*);
         #[cfg(feature = "kafka")]
         crate::brokers::per_broker!(@broker kafka, Kafka, $($test),*);
+        #[cfg(feature = "sqs")]
+        crate::brokers::per_broker!(@broker sqs, Sqs, $($test),*);
     };
     (@broker $module:ident, $kind:ident, $($test:ident),*) => {
         mod $module {
