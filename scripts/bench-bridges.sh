@@ -2,26 +2,27 @@
 # Each broker bridge beside its raw client crate, same runs (benches/benches/bridges.rs):
 # publish and end-to-end throughput per broker, a table of medians and ratios at the end.
 #
-#   scripts/bench-bridges.sh                   # NATS, Redis and RabbitMQ, 3 runs
+#   scripts/bench-bridges.sh                   # NATS, Redis, RabbitMQ, Kafka and SQS, 3 runs
 #   ED_BRIDGE_RUNS=5 scripts/bench-bridges.sh  # more runs
 #   ED_BRIDGE_FEATURES=nats scripts/bench-bridges.sh [CRITERION FILTER]   # one broker
 #
 # Steps: build the `bridges` bench once with the brokers' features (so the other benches never
-# compile a broker client); start the brokers with scripts/with-nats.sh, with-redis.sh and
-# with-rabbitmq.sh (only those of the chosen features); run the executable ED_BRIDGE_RUNS times
-# (default 3), recording the load average before each run and keeping each run's criterion
-# results under $CARGO_TARGET_DIR/ed-bench/bridges/run-N; then print the median of the runs
-# with `scripts/bench_table.py --bridges`, also saved as $CARGO_TARGET_DIR/ed-bench/bridges/report.md.
-# Not part of scripts/test.sh: each run takes 2-4 minutes here, and it wants a quiet machine.
+# compile a broker client); start the brokers with scripts/with-nats.sh, with-redis.sh,
+# with-rabbitmq.sh, with-kafka.sh and with-sqs.sh (only those of the chosen features); run the
+# executable ED_BRIDGE_RUNS times (default 3), recording the load average before each run and
+# keeping each run's criterion results under $CARGO_TARGET_DIR/ed-bench/bridges/run-N; then
+# print the median of the runs with `scripts/bench_table.py --bridges`, also saved as
+# $CARGO_TARGET_DIR/ed-bench/bridges/report.md. Not part of scripts/test.sh: each run takes
+# minutes here (NATS, Redis and RabbitMQ 2-4 of them), and it wants a quiet machine.
 #
-# A new broker (Kafka, SQS) is a feature of benches/Cargo.toml, a module of
-# benches/benches/bridges/, and a line in the `servers` list below.
+# A new broker is a feature of benches/Cargo.toml, a module of benches/benches/bridges/, and a
+# line in the `servers` list below.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eventdriven-target}"
 reports="$CARGO_TARGET_DIR/ed-bench/bridges"
-features="${ED_BRIDGE_FEATURES:-nats,redis,amqp}"
+features="${ED_BRIDGE_FEATURES:-nats,redis,amqp,kafka,sqs}"
 runs="${ED_BRIDGE_RUNS:-3}"
 
 if [ -z "${ED_BRIDGE_EXE:-}" ]; then
@@ -50,6 +51,8 @@ PY
     case ",$features," in *,nats,*) servers+=("$root/scripts/with-nats.sh") ;; esac
     case ",$features," in *,redis,*) servers+=("$root/scripts/with-redis.sh") ;; esac
     case ",$features," in *,amqp,*) servers+=("$root/scripts/with-rabbitmq.sh") ;; esac
+    case ",$features," in *,kafka,*) servers+=("$root/scripts/with-kafka.sh") ;; esac
+    case ",$features," in *,sqs,*) servers+=("$root/scripts/with-sqs.sh") ;; esac
     ED_BRIDGE_EXE="$exe" ED_BRIDGE_BUILT="$built" exec "${servers[@]}" "$0" "$@"
 fi
 
