@@ -659,19 +659,8 @@ async fn send_batch(inner: &Inner, queue: usize, batch: Vec<Pending>) {
     }
     let sent = match bounded(request.send()).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => {
-            let error = inner.failed(queue, e).await;
-            for (_, done) in waiting {
-                let _ = done.send(Err(error.clone()));
-            }
-            return;
-        }
-        Err(e) => {
-            for (_, done) in waiting {
-                let _ = done.send(Err(e.clone()));
-            }
-            return;
-        }
+        Ok(Err(e)) => return tell_waiting(waiting, &inner.failed(queue, e).await),
+        Err(e) => return tell_waiting(waiting, &e),
     };
     for failed in sent.failed() {
         if let Some(done) = waiting.remove(failed.id()) {
@@ -695,6 +684,16 @@ async fn send_batch(inner: &Inner, queue: usize, batch: Vec<Pending>) {
     }
     for (_, done) in waiting {
         let _ = done.send(Err(unavailable("SQS did not report on the message")));
+    }
+}
+
+/// Tells every entry of a batch call that failed as a whole (by entry id) its error.
+fn tell_waiting(
+    waiting: HashMap<String, oneshot::Sender<Result<(), TransportError>>>,
+    error: &TransportError,
+) {
+    for (_, done) in waiting {
+        let _ = done.send(Err(error.clone()));
     }
 }
 
@@ -761,19 +760,8 @@ async fn delete_batch(inner: &Inner, url: String, batch: Vec<Deletion>) {
     }
     let deleted = match bounded(request.send()).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => {
-            let error = inner.failed(0, e).await;
-            for (_, done) in waiting {
-                let _ = done.send(Err(error.clone()));
-            }
-            return;
-        }
-        Err(e) => {
-            for (_, done) in waiting {
-                let _ = done.send(Err(e.clone()));
-            }
-            return;
-        }
+        Ok(Err(e)) => return tell_waiting(waiting, &inner.failed(0, e).await),
+        Err(e) => return tell_waiting(waiting, &e),
     };
     for failed in deleted.failed() {
         if let Some(done) = waiting.remove(failed.id()) {
