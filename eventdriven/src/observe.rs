@@ -437,6 +437,8 @@ pub(crate) mod export {
         let weak: WeakApp = app.downgrade();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // Saga statuses exported before: one that has no instance now reads 0.
+            let mut exported = std::collections::BTreeSet::new();
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
@@ -446,7 +448,7 @@ pub(crate) mod export {
                 }
                 once(&app);
                 lag(&app).await;
-                sagas(&app).await;
+                sagas(&app, &mut exported).await;
             }
         });
     }
@@ -505,8 +507,10 @@ pub(crate) mod export {
         }
     }
 
-    /// Counts the saga instances of each store by type and status.
-    async fn sagas(app: &App) {
+    /// Counts the saga instances of each store by type and status. A status exported before
+    /// (`exported`) and empty now is set to 0: a gauge keeps its last value, and an instance
+    /// that moved on from `running` would still count there.
+    async fn sagas(app: &App, exported: &mut std::collections::BTreeSet<(String, String)>) {
         let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
         for store in app.saga_stores() {
             let listed =
@@ -518,10 +522,20 @@ pub(crate) mod export {
                         *counts.entry((record.saga, record.status)).or_default() += 1;
                     }
                 }
-                Ok(Err(error)) => tracing::debug!(%error, "saga counts not read"),
-                Err(_) => tracing::debug!("saga counts not read within 5 s"),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "saga counts not read");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("saga counts not read within 5 s");
+                    return;
+                }
             }
         }
+        for key in exported.iter() {
+            counts.entry(key.clone()).or_default();
+        }
+        exported.extend(counts.keys().cloned());
         for ((saga, status), count) in counts {
             gauge!("eventdriven_sagas", "saga" => saga, "status" => status).set(count as f64);
         }
