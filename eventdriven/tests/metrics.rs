@@ -156,6 +156,9 @@ impl Projection for Count {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_and_sagas_are_reported() {
     let _serial = SERIAL.lock().await;
+    // The recorder goes in before the app exports anything: installed between two figures of
+    // one export, it would hold the later ones only.
+    prometheus();
     let store = Store::memory();
     let app = App::builder()
         .metrics(Duration::from_millis(20))
