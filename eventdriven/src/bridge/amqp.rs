@@ -617,8 +617,7 @@ struct AmqpBatch {
 
 impl Batch for AmqpBatch {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Box<dyn Received>, TransportError>>> {
-        let next = self.messages.pop_front();
-        Box::pin(async move { next.map(|m| Ok(Box::new(m) as Box<dyn Received>)) })
+        super::next_at_hand(&mut self.messages, |m| Box::new(m))
     }
 }
 

@@ -1191,13 +1191,13 @@ struct KafkaBatch {
 
 impl Batch for KafkaBatch {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Box<dyn Received>, TransportError>>> {
-        let next = self.messages.pop_front().map(|data| {
-            Ok(Box::new(KafkaMessage {
+        let shared = &self.shared;
+        super::next_at_hand(&mut self.messages, |data| {
+            Box::new(KafkaMessage {
                 data,
-                shared: self.shared.clone(),
-            }) as Box<dyn Received>)
-        });
-        Box::pin(async move { next })
+                shared: shared.clone(),
+            })
+        })
     }
 }
 

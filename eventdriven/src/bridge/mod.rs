@@ -227,7 +227,19 @@ pub trait Subscription: Send {
 /// Messages of one [`Subscription::fetch`].
 pub trait Batch: Send {
     /// The next message; `None` once the batch is over.
+    ///
+    /// The message is the batch's until the future is polled: a future dropped unpolled (the
+    /// bridge stopping) leaves it in the batch, whose drop gives it back to the broker.
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Box<dyn Received>, TransportError>>>;
+}
+
+/// [`Batch::next`] for a batch of messages at hand: the front one, taken when the future is
+/// polled and not before.
+pub(crate) fn next_at_hand<'a, T: Send + 'a>(
+    messages: &'a mut std::collections::VecDeque<T>,
+    received: impl FnOnce(T) -> Box<dyn Received> + Send + 'a,
+) -> BoxFuture<'a, Option<Result<Box<dyn Received>, TransportError>>> {
+    Box::pin(async move { messages.pop_front().map(|m| Ok(received(m))) })
 }
 
 /// One message from the broker, to settle with exactly one of `ack`, `nack`, `reject`.
@@ -843,7 +855,50 @@ impl BridgeHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::Pattern;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::{next_at_hand, BoxFuture, Pattern, Received, TransportError};
+
+    /// A message of nothing, to count what a batch hands out.
+    struct Nothing;
+
+    impl Received for Nothing {
+        fn body(&self) -> &[u8] {
+            &[]
+        }
+        fn headers(&self) -> Vec<(&str, &str)> {
+            Vec::new()
+        }
+        fn deliveries(&self) -> u32 {
+            1
+        }
+        fn locator(&self) -> String {
+            String::new()
+        }
+        fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn nack(&self, _: Duration) -> BoxFuture<'_, Result<(), TransportError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn reject(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn in_progress(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_leaves_its_batch_only_when_polled() {
+        let mut messages: VecDeque<Nothing> = [Nothing, Nothing].into();
+        // Dropped unpolled, as when the stop signal wins the race: the batch keeps it.
+        drop(next_at_hand(&mut messages, |m| Box::new(m)));
+        assert_eq!(messages.len(), 2);
+        assert!(next_at_hand(&mut messages, |m| Box::new(m)).await.is_some());
+        assert_eq!(messages.len(), 1);
+    }
 
     #[test]
     fn patterns_match_by_segment() {

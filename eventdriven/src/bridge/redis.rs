@@ -614,8 +614,7 @@ struct RedisBatch {
 
 impl Batch for RedisBatch {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Box<dyn Received>, TransportError>>> {
-        let next = self.messages.pop_front();
-        Box::pin(async move { next.map(|m| Ok(Box::new(m) as Box<dyn Received>)) })
+        super::next_at_hand(&mut self.messages, |m| Box::new(m))
     }
 }
 

@@ -1034,13 +1034,7 @@ struct SqsBatch {
 
 impl Batch for SqsBatch {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Box<dyn Received>, TransportError>>> {
-        // Taken when polled, not before: a future dropped unpolled (the bridge stopping) leaves
-        // its message in the batch, whose drop makes it visible again.
-        Box::pin(async move {
-            self.messages
-                .pop_front()
-                .map(|m| Ok(Box::new(m) as Box<dyn Received>))
-        })
+        super::next_at_hand(&mut self.messages, |m| Box::new(m))
     }
 }
 
