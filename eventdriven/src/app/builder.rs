@@ -136,7 +136,7 @@ impl AppBuilder {
     /// Adds an actor with a mailbox of its own size, or other [`ActorOptions`].
     pub fn actor_with<A: Actor>(mut self, actor: A, options: impl Into<ActorOptions>) -> Self {
         let factory = A::__default_factory().map(|f| Box::new(f) as Factory<A>);
-        self.actors.push(Box::new(Spec {
+        self.actors.push(Box::new(Spec::Given {
             actor,
             factory,
             options: options.into(),
@@ -159,7 +159,7 @@ impl AppBuilder {
         A: Actor,
         F: Fn() -> A + Send + Sync + 'static,
     {
-        self.actors.push(Box::new(Spec {
+        self.actors.push(Box::new(Spec::Given {
             actor: factory(),
             factory: Some(Box::new(factory)),
             options: options.into(),
@@ -553,7 +553,10 @@ impl AppBuilder {
                 "could not load the delivery state from the store: {e}"
             )));
         }
-        let tasks = ready.into_iter().map(|launch| launch(&shared)).collect();
+        let tasks = ready
+            .into_iter()
+            .map(|launch| launch.launch(&shared))
+            .collect();
         let app = App {
             inner: Arc::new(AppInner {
                 shared,
@@ -662,28 +665,79 @@ async fn recover(shared: &Arc<Shared>, window: IdempotencyWindow) -> crate::stor
 /// An actor with options, ready for the builder to wire (the runtime's own actors).
 #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
 pub(crate) fn spec<A: Actor>(actor: A, options: ActorOptions) -> Box<dyn Wire> {
-    Box::new(Spec {
+    Box::new(Spec::Given {
         factory: A::__default_factory().map(|f| Box::new(f) as Factory<A>),
         actor,
         options,
     })
 }
 
-/// An actor as given to the builder.
-struct Spec<A: Actor> {
-    actor: A,
-    factory: Option<Factory<A>>,
-    options: ActorOptions,
+/// An actor as given to the builder, then wired. Wiring changes it in place, so the builder's
+/// allocation for it also starts it: one allocation per actor fewer at `build()`.
+enum Spec<A: Actor> {
+    Given {
+        actor: A,
+        factory: Option<Factory<A>>,
+        options: ActorOptions,
+    },
+    Wired(Member<A>),
+    /// Launched, or wiring failed.
+    Spent,
 }
 
 /// Starts a wired actor's task once the shared state exists.
-type Launch = Box<dyn FnOnce(&Arc<Shared>) -> JoinHandle<()> + Send>;
+pub(crate) trait Launch: Send {
+    /// Spawns the task.
+    fn launch(self: Box<Self>, shared: &Arc<Shared>) -> JoinHandle<()>;
+}
+
+/// One instance's task, ready to start.
+pub(crate) struct Member<A: Actor> {
+    actor: A,
+    inbox: mailbox::Inbox<A>,
+    core: Arc<MailboxCore>,
+    tx: mailbox::QueueTx<mailbox::Slot<A::Mailbox>>,
+    factory: Option<Factory<A>>,
+    retry: Option<RetryPolicy>,
+    supervision: Supervision,
+}
+
+impl<A: Actor> Member<A> {
+    fn start(self, shared: &Arc<Shared>) -> JoinHandle<()> {
+        let Member {
+            actor,
+            inbox,
+            core,
+            tx,
+            factory,
+            retry,
+            supervision,
+        } = self;
+        let ctx = Context::new(shared.clone(), core, tx, retry);
+        tokio::spawn(run(actor, inbox, ctx, factory, supervision))
+    }
+}
+
+impl<A: Actor> Launch for Member<A> {
+    fn launch(self: Box<Self>, shared: &Arc<Shared>) -> JoinHandle<()> {
+        (*self).start(shared)
+    }
+}
+
+impl<A: Actor> Launch for Spec<A> {
+    fn launch(mut self: Box<Self>, shared: &Arc<Shared>) -> JoinHandle<()> {
+        match std::mem::replace(&mut *self, Spec::Spent) {
+            Spec::Wired(member) => member.start(shared),
+            Spec::Given { .. } | Spec::Spent => unreachable!("only a wired actor is launched"),
+        }
+    }
+}
 
 /// An actor wired into the table, ready to start.
 pub(crate) struct Wired {
     core: Arc<MailboxCore>,
     stop: StopHandle,
-    launch: Launch,
+    launch: Box<dyn Launch>,
     /// A stream's hold for shutdown.
     pub(crate) hook: Option<crate::stream::Hook>,
 }
@@ -709,6 +763,28 @@ fn check_capacity<A: Actor>(options: &ActorOptions) -> Result<usize> {
     }
 }
 
+impl<A: Actor> Member<A> {
+    /// The instance `actor` with its mailbox.
+    pub(crate) fn new(
+        actor: A,
+        inbox: mailbox::Inbox<A>,
+        core: Arc<MailboxCore>,
+        tx: mailbox::QueueTx<mailbox::Slot<A::Mailbox>>,
+        factory: Option<Factory<A>>,
+        options: &ActorOptions,
+    ) -> Self {
+        Member {
+            actor,
+            inbox,
+            core,
+            tx,
+            factory,
+            retry: options.retry.clone(),
+            supervision: options.supervision,
+        }
+    }
+}
+
 /// One instance's task, ready to start.
 pub(crate) fn member<A: Actor>(
     actor: A,
@@ -718,34 +794,39 @@ pub(crate) fn member<A: Actor>(
     factory: Option<Factory<A>>,
     options: &ActorOptions,
 ) -> Wired {
-    let (retry, supervision) = (options.retry.clone(), options.supervision);
-    let launch_core = core.clone();
-    let self_tx = tx.clone();
+    let (kept, stop) = (core.clone(), mailbox::stop_handle::<A>(tx.clone()));
     Wired {
-        core,
+        core: kept,
         hook: None,
-        stop: mailbox::stop_handle::<A>(tx),
-        launch: Box::new(move |shared: &Arc<Shared>| {
-            let ctx = Context::new(shared.clone(), launch_core, self_tx, retry);
-            tokio::spawn(run(actor, inbox, ctx, factory, supervision))
-        }),
+        stop,
+        launch: Box::new(Member::new(actor, inbox, core, tx, factory, options)),
     }
 }
 
 impl<A: Actor> Wire for Spec<A> {
-    fn wire(self: Box<Self>, table: &mut TableBuilder, out: &mut Vec<Wired>) -> Result<()> {
-        let Spec {
+    fn wire(mut self: Box<Self>, table: &mut TableBuilder, out: &mut Vec<Wired>) -> Result<()> {
+        let Spec::Given {
             actor,
             factory,
             options,
-        } = *self;
+        } = std::mem::replace(&mut *self, Spec::Spent)
+        else {
+            unreachable!("an actor is wired once");
+        };
         let (core, tx, inbox) = mailbox::mailbox::<A>(check_capacity::<A>(&options)?);
         A::__routes(&mut Routes {
             table,
             members: std::slice::from_ref(&(core.clone(), tx.clone())),
             keys: None,
         });
-        out.push(member(actor, inbox, core, tx, factory, &options));
+        let (kept, stop) = (core.clone(), mailbox::stop_handle::<A>(tx.clone()));
+        *self = Spec::Wired(Member::new(actor, inbox, core, tx, factory, &options));
+        out.push(Wired {
+            core: kept,
+            hook: None,
+            stop,
+            launch: self,
+        });
         Ok(())
     }
 }
