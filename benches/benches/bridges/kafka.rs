@@ -136,6 +136,7 @@ impl harness::Broker for Kafka {
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "6000")
             .set("queued.min.messages", "1000")
+            .set("fetch.queue.backoff.ms", "20")
             .create()
             .expect("a consumer");
         consumer.subscribe(&[&self.topic]).expect("subscribed");

@@ -225,7 +225,7 @@ impl Kafka {
             message_timeout: Duration::from_secs(30),
             idempotent: true,
             per_partition: 1,
-            read_ahead: 512,
+            read_ahead: 2048,
             settings: Vec::new(),
             producer: Mutex::new(None),
             group: OnceLock::new(),
@@ -303,9 +303,13 @@ impl Kafka {
     }
 
     /// How many messages read from the broker may wait in this process for the bridge to take
-    /// them (512 by default, at least the bridge's `max_in_flight`): past that, the assigned
+    /// them (2,048 by default, at least the bridge's `max_in_flight`): past that, the assigned
     /// partitions are paused until half were taken. They are pending, not in flight: read
     /// ahead so that each partition's next message is at hand when the one before is done.
+    ///
+    /// They are held in memory, so lower it for large messages. Too low costs throughput:
+    /// librdkafka drops what it fetched for a partition when it is paused, and fetches it
+    /// again on resume.
     pub fn read_ahead(mut self, n: usize) -> Self {
         self.read_ahead = n.max(1);
         self
@@ -436,7 +440,10 @@ impl Kafka {
             )
             // Read ahead a little, not librdkafka's 100,000 messages: what waits in the
             // client is pending, not in flight.
-            .set("queued.min.messages", "1000");
+            .set("queued.min.messages", "1000")
+            // With a queue that small, librdkafka's 1 s wait before fetching again once the
+            // queue is over it shows as 1 s stalls.
+            .set("fetch.queue.backoff.ms", "20");
         let consumer: KafkaConsumer = self
             .with_settings(config)
             .create_with_context(GroupContext {
