@@ -14,7 +14,8 @@
 //!   the raw client publishing the same CloudEvents JSON with the same acknowledgement (a
 //!   JetStream publish ack, the `XADD` reply, a publisher confirm, a Kafka delivery report,
 //!   the `SendMessage` reply), **raw_sequential** one at a time awaiting each ack, and
-//!   **raw_pipelined** with a window of publishes in flight.
+//!   **raw_pipelined** with a window of publishes in flight (SQS: in `SendMessageBatch` calls
+//!   of 10, as the bridge sends them).
 //! - `bridge_<broker>_e2e`: the same events published by one app and consumed through another
 //!   app's bridge into a subscriber, timed until every message was handled and acked; against
 //!   the raw client producing (one at a time, or pipelined) while a consumer of a consumer

@@ -164,6 +164,20 @@ pub(crate) trait Broker: Sized + Send + Sync + 'static {
     /// Publishes one message and waits for the broker's acknowledgement.
     fn publish(&self, message: Encoded) -> impl Future<Output = ()> + Send + '_;
 
+    /// Most messages the raw client sends in one call in the pipelined rows (SQS: 10, one
+    /// `SendMessageBatch`, as the bridge sends them); 1 where the client has no batch call.
+    const BATCH: usize = 1;
+
+    /// Publishes up to [`BATCH`](Self::BATCH) messages in one call and waits for the
+    /// broker's acknowledgement of all.
+    fn publish_batch(&self, messages: Vec<Encoded>) -> impl Future<Output = ()> + Send + '_ {
+        async move {
+            for message in messages {
+                self.publish(message).await;
+            }
+        }
+    }
+
     /// Starts a consumer of `group` (created before this returns, so it gets every later
     /// message) that takes up to [`IN_FLIGHT`] messages at once, decodes each, acks it, and
     /// then counts it in `seen`.
@@ -221,17 +235,24 @@ async fn until(bridge: &BridgeHandle, ready: impl Fn(&eventdriven::bridge::Bridg
 }
 
 /// Publishes `n` events through the raw client, one at a time (`window` 1) or with up to
-/// `window` publishes in flight, each encoded as it goes.
+/// `window` events in flight (in calls of [`Broker::BATCH`]), each encoded as it goes.
 async fn raw_publish<B: Broker>(broker: &B, n: u64, window: usize) {
     if window <= 1 {
         for seq in 0..n {
             broker.publish(encode(seq)).await;
         }
-    } else {
+    } else if B::BATCH <= 1 {
         // `buffered` starts the publishes in order and keeps `window` of them going.
         futures_util::stream::iter(0..n)
             .map(|seq| broker.publish(encode(seq)))
             .buffered(window)
+            .for_each(|()| async {})
+            .await;
+    } else {
+        let batch = B::BATCH as u64;
+        futures_util::stream::iter((0..n).step_by(B::BATCH))
+            .map(|first| broker.publish_batch((first..n.min(first + batch)).map(encode).collect()))
+            .buffered(window.div_ceil(B::BATCH))
             .for_each(|()| async {})
             .await;
     }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
 use eventdriven::bridge::Bridge;
 
 use crate::harness::{self, Count, Encoded, IN_FLIGHT};
@@ -90,7 +92,7 @@ impl harness::Broker for Sqs {
 
     async fn publish(&self, message: Encoded) {
         // One `SendMessage` per event, with the attributes the bridge's structured mode
-        // writes: the name and the content type. (The bridge sends `SendMessageBatch`es.)
+        // writes: the name and the content type. (The pipelined rows send batches.)
         let body = String::from_utf8(message.body).expect("JSON is UTF-8");
         self.client
             .send_message()
@@ -104,6 +106,41 @@ impl harness::Broker for Sqs {
             .send()
             .await
             .expect("sent");
+    }
+
+    const BATCH: usize = MAX_BATCH;
+
+    async fn publish_batch(&self, messages: Vec<Encoded>) {
+        // The bridge's call: one `SendMessageBatch` of up to 10, the same attributes.
+        let entries = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, message)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(String::from_utf8(message.body).expect("JSON is UTF-8"))
+                    .message_attributes("eventdriven-name", string_attribute(harness::NAME))
+                    .message_attributes(
+                        "content-type",
+                        string_attribute("application/cloudevents+json"),
+                    )
+                    .build()
+                    .expect("an entry")
+            })
+            .collect();
+        let sent = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("sent");
+        assert!(
+            sent.failed().is_empty(),
+            "entries failed: {:?}",
+            sent.failed()
+        );
     }
 
     async fn consume(&self, _group: &str, seen: Arc<Count>) -> tokio::task::JoinHandle<()> {
