@@ -170,6 +170,12 @@ async fn each_handled_message_runs_in_a_span_with_actor_message_id_and_correlati
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
+    // tracing caches whether a callsite is enabled once, for the whole process, from the
+    // subscriber of the thread that reaches it first. A sibling test's actor, on a thread with
+    // no subscriber, could make the `handle` span `never` for this test too. A global
+    // subscriber interested in everything (the bare registry) makes every thread's answer
+    // "yes"; installing it also re-asks the callsites reached before.
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let seen = Seen::default();
