@@ -783,23 +783,24 @@ impl<A: Actor> Member<A> {
             supervision: options.supervision,
         }
     }
-}
 
-/// One instance's task, ready to start.
-pub(crate) fn member<A: Actor>(
-    actor: A,
-    inbox: mailbox::Inbox<A>,
-    core: Arc<MailboxCore>,
-    tx: mailbox::QueueTx<mailbox::Slot<A::Mailbox>>,
-    factory: Option<Factory<A>>,
-    options: &ActorOptions,
-) -> Wired {
-    let (kept, stop) = (core.clone(), mailbox::stop_handle::<A>(tx.clone()));
-    Wired {
-        core: kept,
-        hook: None,
-        stop,
-        launch: Box::new(Member::new(actor, inbox, core, tx, factory, options)),
+    /// Its core and stop handle, for the builder to keep.
+    fn handles(&self) -> (Arc<MailboxCore>, StopHandle) {
+        (
+            self.core.clone(),
+            mailbox::stop_handle::<A>(self.tx.clone()),
+        )
+    }
+
+    /// Wired, in a box of its own that starts it.
+    pub(crate) fn wired(self) -> Wired {
+        let (core, stop) = self.handles();
+        Wired {
+            core,
+            hook: None,
+            stop,
+            launch: Box::new(self),
+        }
     }
 }
 
@@ -819,10 +820,11 @@ impl<A: Actor> Wire for Spec<A> {
             members: std::slice::from_ref(&(core.clone(), tx.clone())),
             keys: None,
         });
-        let (kept, stop) = (core.clone(), mailbox::stop_handle::<A>(tx.clone()));
-        *self = Spec::Wired(Member::new(actor, inbox, core, tx, factory, &options));
+        let member = Member::new(actor, inbox, core, tx, factory, &options);
+        let (core, stop) = member.handles();
+        *self = Spec::Wired(member);
         out.push(Wired {
-            core: kept,
+            core,
             hook: None,
             stop,
             launch: self,
@@ -867,7 +869,7 @@ impl<A: Actor> Wire for PoolSpec<A> {
         out.extend(boxes.into_iter().map(|(core, tx, inbox)| {
             let rebuild = factory.clone();
             let rebuild: Factory<A> = Box::new(move || rebuild());
-            member(factory(), inbox, core, tx, Some(rebuild), &options)
+            Member::new(factory(), inbox, core, tx, Some(rebuild), &options).wired()
         }));
         Ok(())
     }

@@ -15,7 +15,7 @@ use super::engine::{minus, since, Engine, Json};
 use super::{LateEvent, NoJoin, Settings, TimeFn, TimeMode};
 use crate::actor::mailbox::{self, MailboxCore, QueueTx, Slot};
 use crate::actor::{Begin, Delivery, HandlerOptions, MailboxItem, Routes};
-use crate::app::builder::{member, Wire, Wired};
+use crate::app::builder::{Member, Wire, Wired};
 use crate::app::routing::TableBuilder;
 use crate::delivery::durable::intern;
 use crate::delivery::{HandlerError, RetryPolicy};
@@ -567,7 +567,7 @@ impl<L: Event, R: Event, O: Event> Wire for StreamSpec<L, R, O> {
         let options = ActorOptions::new()
             .mailbox(settings.mailbox)
             .retry(RetryPolicy::none());
-        let mut wired = member(actor, inbox, core, tx, None, &options);
+        let mut wired = Member::new(actor, inbox, core, tx, None, &options).wired();
         wired.hook = Some(hook);
         out.push(wired);
         Ok(())
