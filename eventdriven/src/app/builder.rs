@@ -702,22 +702,6 @@ pub(crate) struct Member<A: Actor> {
     supervision: Supervision,
 }
 
-impl<A: Actor> Member<A> {
-    fn start(self, shared: &Arc<Shared>) -> JoinHandle<()> {
-        let Member {
-            actor,
-            inbox,
-            core,
-            tx,
-            factory,
-            retry,
-            supervision,
-        } = self;
-        let ctx = Context::new(shared.clone(), core, tx, retry);
-        tokio::spawn(run(actor, inbox, ctx, factory, supervision))
-    }
-}
-
 impl<A: Actor> Launch for Member<A> {
     fn launch(self: Box<Self>, shared: &Arc<Shared>) -> JoinHandle<()> {
         (*self).start(shared)
@@ -801,6 +785,21 @@ impl<A: Actor> Member<A> {
             stop,
             launch: Box::new(self),
         }
+    }
+
+    /// Spawns its task.
+    fn start(self, shared: &Arc<Shared>) -> JoinHandle<()> {
+        let Member {
+            actor,
+            inbox,
+            core,
+            tx,
+            factory,
+            retry,
+            supervision,
+        } = self;
+        let ctx = Context::new(shared.clone(), core, tx, retry);
+        tokio::spawn(run(actor, inbox, ctx, factory, supervision))
     }
 }
 
