@@ -29,8 +29,8 @@ if [ -z "${ED_BRIDGE_EXE:-}" ]; then
     mkdir -p "$reports"
     cd "$root"
     built="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    if [ -n "$(git status --porcelain -- eventdriven 2>/dev/null)" ]; then
-        built="$built + uncommitted changes in eventdriven"
+    if [ -n "$(git status --porcelain -- eventdriven eventdriven-macros benches 2>/dev/null)" ]; then
+        built="$built + uncommitted changes"
     fi
     cargo bench -p eventdriven-benches --features "$features" --bench bridges --no-run \
         --message-format=json-render-diagnostics >"$reports/build.json"

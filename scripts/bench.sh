@@ -24,10 +24,10 @@ reports="$CARGO_TARGET_DIR/ed-bench"
 mkdir -p "$reports"
 
 cd "$root"
-# What is built: the commit, and whether eventdriven's sources differ from it.
+# What is built: the commit, and whether the sources that go into the benches differ from it.
 built="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain -- eventdriven eventdriven-macros 2>/dev/null)" ]; then
-    built="$built + uncommitted changes in eventdriven"
+if [ -n "$(git status --porcelain -- eventdriven eventdriven-macros benches 2>/dev/null)" ]; then
+    built="$built + uncommitted changes"
 fi
 build_start=$(date +%s)
 cargo bench -p eventdriven-benches --no-run --message-format=json-render-diagnostics \
