@@ -235,7 +235,8 @@ async fn until(bridge: &BridgeHandle, ready: impl Fn(&eventdriven::bridge::Bridg
 }
 
 /// Publishes `n` events through the raw client, one at a time (`window` 1) or with up to
-/// `window` events in flight (in calls of [`Broker::BATCH`]), each encoded as it goes.
+/// `window` events in flight (in calls of [`Broker::BATCH`], the window rounded up to whole
+/// calls), each encoded as it goes.
 async fn raw_publish<B: Broker>(broker: &B, n: u64, window: usize) {
     if window <= 1 {
         for seq in 0..n {
