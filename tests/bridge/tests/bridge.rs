@@ -250,6 +250,12 @@ async fn round_trip_keeps_every_attribute(kind: Kind) {
         assert_eq!(got.headers.get(INCOMING_HEADER), Some("in"));
 
         assert!(settled(&consumer, "in").await, "{mode:?}: not acked");
+        // The broker may deliver before the producer has its publish acknowledged.
+        let out = producer.bridge("out").unwrap();
+        assert!(
+            eventually(WAIT, || out.stats().published == 1).await,
+            "{mode:?}: publish not acknowledged"
+        );
         let (out, inn) = (
             producer.bridge("out").unwrap().stats(),
             consumer.bridge("in").unwrap().stats(),
