@@ -136,6 +136,22 @@ impl MessageId {
             lo: value as u64,
         }
     }
+
+    /// The 8-4-4-4-12 lowercase hex form, written without the formatting machinery: ids are
+    /// written for every message that leaves the process or reaches a store.
+    fn hex(self) -> [u8; 36] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut v = self.as_u128();
+        let mut out = [b'-'; 36];
+        for i in (0..36).rev() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                continue;
+            }
+            out[i] = DIGITS[(v & 0xf) as usize];
+            v >>= 4;
+        }
+        out
+    }
 }
 
 impl Default for MessageId {
@@ -146,16 +162,9 @@ impl Default for MessageId {
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.as_u128();
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            (v >> 96) as u32,
-            (v >> 80) as u16,
-            (v >> 64) as u16,
-            (v >> 48) as u16,
-            v & 0xffff_ffff_ffff
-        )
+        let hex = self.hex();
+        // Every byte is an ASCII hex digit or a hyphen.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -169,14 +178,25 @@ impl std::str::FromStr for MessageId {
 
     /// Parses the form `Display` writes (hyphens optional), as ids come back from a store.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let fail = || ParseMessageIdError(text.to_owned());
-        let hex: String = text.chars().filter(|&c| c != '-').collect();
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(fail());
+        let mut value: u128 = 0;
+        let mut digits = 0;
+        for byte in text.bytes().filter(|&b| b != b'-') {
+            let digit = match byte {
+                b'0'..=b'9' => byte - b'0',
+                b'a'..=b'f' => byte - b'a' + 10,
+                b'A'..=b'F' => byte - b'A' + 10,
+                _ => return Err(ParseMessageIdError(text.to_owned())),
+            };
+            digits += 1;
+            if digits > 32 {
+                return Err(ParseMessageIdError(text.to_owned()));
+            }
+            value = (value << 4) | u128::from(digit);
         }
-        u128::from_str_radix(&hex, 16)
-            .map(Self::from_u128)
-            .map_err(|_| fail())
+        if digits != 32 {
+            return Err(ParseMessageIdError(text.to_owned()));
+        }
+        Ok(Self::from_u128(value))
     }
 }
 
@@ -333,14 +353,23 @@ impl fmt::Display for Timestamp {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            nanos % 1_000_000_000
-        )
+        // Written by hand, not with `write!`: a time is written for every event that leaves
+        // the process. From 1970 to 2554 (all a u64 of nanoseconds holds) a year is 4 digits.
+        let mut text = *b"0000-00-00T00:00:00.000000000Z";
+        let mut put = |at: usize, width: usize, mut value: u64| {
+            for slot in text[at..at + width].iter_mut().rev() {
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year as u64);
+        put(5, 2, month as u64);
+        put(8, 2, day as u64);
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 9, nanos % 1_000_000_000);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -500,6 +529,16 @@ mod tests {
         let id = MessageId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
         assert_eq!(id.to_string(), "01234567-89ab-cdef-0011-223344556677");
         assert_eq!(MessageId::from_u128(id.as_u128()), id);
+        assert_eq!("01234567-89ab-cdef-0011-223344556677".parse(), Ok(id));
+        assert_eq!("0123456789ABCDEF0011223344556677".parse(), Ok(id));
+        for bad in [
+            "",
+            "0123",
+            "01234567-89ab-cdef-0011-2233445566778",
+            "0123456789abcdef001122334455667g",
+        ] {
+            assert!(bad.parse::<MessageId>().is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]
@@ -530,6 +569,10 @@ mod tests {
         assert_eq!(
             Timestamp::from_unix_nanos(951_782_400_000_000_000).to_string(),
             "2000-02-29T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_nanos(u64::MAX).to_string(),
+            "2554-07-21T23:34:33.709551615Z"
         );
     }
 
