@@ -24,7 +24,11 @@
 //! assert_eq!(back.payload["order"], 7);
 //! ```
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
 use crate::message::{Headers, MessageId, Metadata, Timestamp};
 use crate::store::EventData;
@@ -85,17 +89,21 @@ pub enum CodecError {
     ContentType(String),
 }
 
-/// The attributes of `event` as (name, value) pairs, `data` aside.
-fn attributes(event: &EventData, source: &str) -> Vec<(String, String)> {
-    let meta = &event.metadata;
+/// The attributes of an event as (name, value) pairs, `data` aside.
+fn attributes(
+    name: &str,
+    schema_version: u32,
+    meta: &Metadata,
+    source: &str,
+) -> Vec<(String, String)> {
     let mut attributes = vec![
         ("specversion".to_owned(), SPEC_VERSION.to_owned()),
         ("id".to_owned(), meta.id.to_string()),
         ("source".to_owned(), source.to_owned()),
-        ("type".to_owned(), event.name.clone()),
+        ("type".to_owned(), name.to_owned()),
         ("time".to_owned(), meta.timestamp.to_string()),
         ("datacontenttype".to_owned(), CONTENT_TYPE.to_owned()),
-        ("schemaversion".to_owned(), event.schema_version.to_string()),
+        ("schemaversion".to_owned(), schema_version.to_string()),
         ("correlationid".to_owned(), meta.correlation_id.to_string()),
     ];
     if let Some(cause) = meta.causation_id {
@@ -108,57 +116,249 @@ fn attributes(event: &EventData, source: &str) -> Vec<(String, String)> {
     attributes
 }
 
+/// A value written as a JSON string in its `Display` form, with no `String` in between.
+struct Text<T>(T);
+
+impl<T: fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+/// A structured-mode document, written straight from the event's parts.
+struct Structured<'a, D: ?Sized> {
+    name: &'a str,
+    schema_version: u32,
+    meta: &'a Metadata,
+    source: &'a str,
+    data: &'a D,
+}
+
+impl<D: Serialize + ?Sized> Serialize for Structured<'_, D> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let meta = self.meta;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", SPEC_VERSION)?;
+        map.serialize_entry("id", &Text(meta.id))?;
+        map.serialize_entry("source", self.source)?;
+        map.serialize_entry("type", self.name)?;
+        map.serialize_entry("time", &Text(meta.timestamp))?;
+        map.serialize_entry("datacontenttype", CONTENT_TYPE)?;
+        map.serialize_entry("schemaversion", &Text(self.schema_version))?;
+        map.serialize_entry("correlationid", &Text(meta.correlation_id))?;
+        if let Some(cause) = meta.causation_id {
+            map.serialize_entry("causationid", &Text(cause))?;
+        }
+        for (i, (name, value)) in meta.headers.iter().enumerate() {
+            map.serialize_entry(&Text(format_args!("edheader{i}name")), name)?;
+            map.serialize_entry(&Text(format_args!("edheader{i}value")), value)?;
+        }
+        map.serialize_entry("data", self.data)?;
+        map.end()
+    }
+}
+
 /// The event as one CloudEvents JSON document (structured mode).
 pub fn to_structured(event: &EventData, source: &str) -> Vec<u8> {
-    let mut document = Map::new();
-    for (name, value) in attributes(event, source) {
-        document.insert(name, Value::String(value));
-    }
-    document.insert("data".to_owned(), event.payload.clone());
-    serde_json::to_vec(&Value::Object(document)).expect("a JSON value always encodes")
+    encode_structured(
+        &event.name,
+        event.schema_version,
+        &event.metadata,
+        &event.payload,
+        source,
+    )
+    .expect("a JSON value always encodes")
 }
 
 /// The event as CloudEvents binary mode: headers (`ce-<attribute>`, and `content-type`) and
 /// the body (the event's JSON).
 pub fn to_binary(event: &EventData, source: &str) -> (Vec<(String, String)>, Vec<u8>) {
-    let headers = attributes(event, source)
+    encode_binary(
+        &event.name,
+        event.schema_version,
+        &event.metadata,
+        &event.payload,
+        source,
+    )
+    .expect("a JSON value always encodes")
+}
+
+/// [`to_structured`] from the parts of an event, its data in any serializable form: the
+/// bridges write a typed event without making a [`Value`] of it first.
+pub(crate) fn encode_structured<D: Serialize + ?Sized>(
+    name: &str,
+    schema_version: u32,
+    meta: &Metadata,
+    data: &D,
+    source: &str,
+) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Structured {
+        name,
+        schema_version,
+        meta,
+        source,
+        data,
+    })
+}
+
+/// [`to_binary`] from the parts of an event, as [`encode_structured`].
+pub(crate) fn encode_binary<D: Serialize + ?Sized>(
+    name: &str,
+    schema_version: u32,
+    meta: &Metadata,
+    data: &D,
+    source: &str,
+) -> serde_json::Result<(Vec<(String, String)>, Vec<u8>)> {
+    let body = serde_json::to_vec(data)?;
+    let headers = attributes(name, schema_version, meta, source)
         .into_iter()
         .map(|(name, value)| match name.as_str() {
             "datacontenttype" => ("content-type".to_owned(), value),
             _ => (format!("ce-{name}"), value),
         })
         .collect();
-    let body = serde_json::to_vec(&event.payload).expect("a JSON value always encodes");
-    (headers, body)
+    Ok((headers, body))
+}
+
+/// The attributes [`build`] reads, in the order it takes them.
+const ATTRIBUTES: [&str; 9] = [
+    "specversion",
+    "datacontenttype",
+    "id",
+    "source",
+    "type",
+    "schemaversion",
+    "time",
+    "correlationid",
+    "causationid",
+];
+
+/// A member of a structured document, told by its name alone (no `String` made of it).
+enum Member {
+    /// One of [`ATTRIBUTES`], by index.
+    Attribute(usize),
+    /// `edheader<n>name` (false) or `edheader<n>value` (true).
+    Header(usize, bool),
+    Data,
+    Other,
+}
+
+impl Member {
+    fn of(key: &str) -> Self {
+        if key == "data" {
+            return Self::Data;
+        }
+        if let Some(i) = ATTRIBUTES.iter().position(|a| *a == key) {
+            return Self::Attribute(i);
+        }
+        let Some(rest) = key.strip_prefix("edheader") else {
+            return Self::Other;
+        };
+        let (digits, is_value) = match (rest.strip_suffix("name"), rest.strip_suffix("value")) {
+            (Some(digits), _) => (digits, false),
+            (_, Some(digits)) => (digits, true),
+            _ => return Self::Other,
+        };
+        // Only the form the encoder writes: `edheader01name` is not header 1.
+        let canonical = (digits == "0" || !digits.starts_with('0'))
+            && (1..=9).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        match digits.parse() {
+            Ok(i) if canonical => Self::Header(i, is_value),
+            _ => Self::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Member, E> {
+                Ok(Member::of(key))
+            }
+        }
+        deserializer.deserialize_identifier(Name)
+    }
+}
+
+/// A structured document read in one pass: the attributes, the header pairs and the data;
+/// any other member skipped. A member given twice counts with its last value, as in a JSON
+/// object read whole.
+#[derive(Default)]
+struct Document {
+    attributes: [Option<Value>; ATTRIBUTES.len()],
+    /// (index, whether it is the value, the member).
+    headers: Vec<(usize, bool, Value)>,
+    data: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Document;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CloudEvents JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+                let mut document = Document::default();
+                while let Some(member) = map.next_key::<Member>()? {
+                    match member {
+                        Member::Attribute(i) => document.attributes[i] = Some(map.next_value()?),
+                        Member::Header(i, is_value) => {
+                            document.headers.push((i, is_value, map.next_value()?));
+                        }
+                        Member::Data => document.data = Some(map.next_value()?),
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(document)
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
 /// Reads a structured-mode CloudEvents document.
 pub fn from_structured(bytes: &[u8], limits: &Limits) -> Result<EventData, CodecError> {
     check_size(bytes.len(), limits)?;
-    let document: Value =
-        serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    let Value::Object(mut document) = document else {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
         return Err(CodecError::Malformed("not a JSON object".to_owned()));
-    };
-    let data = document.remove("data").unwrap_or(Value::Null);
-    let attribute = |name: &'static str| -> Result<Option<String>, CodecError> {
-        match document.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text.clone())),
-            Some(other) => Err(CodecError::Bad {
-                name: name.to_owned(),
-                reason: format!("expected a string, found {other}"),
-            }),
-        }
+    }
+    let mut document: Document =
+        serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let mut attributes: [Option<String>; ATTRIBUTES.len()] = Default::default();
+    for (i, slot) in attributes.iter_mut().enumerate() {
+        *slot = match document.attributes[i].take() {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text),
+            Some(other) => {
+                return Err(CodecError::Bad {
+                    name: ATTRIBUTES[i].to_owned(),
+                    reason: format!("expected a string, found {other}"),
+                })
+            }
+        };
+    }
+    let mut member = |i: usize, is_value: bool| {
+        let at = document
+            .headers
+            .iter()
+            .rposition(|(j, v, _)| (*j, *v) == (i, is_value))?;
+        Some(document.headers.remove(at).2)
     };
     let mut headers = Vec::new();
     for i in 0.. {
-        let name = document.get(&format!("edheader{i}name"));
-        let value = document.get(&format!("edheader{i}value"));
-        match (name, value) {
-            (Some(Value::String(n)), Some(Value::String(v))) => {
-                headers.push((n.clone(), v.clone()))
-            }
+        match (member(i, false), member(i, true)) {
+            (Some(Value::String(n)), Some(Value::String(v))) => headers.push((n, v)),
             (None, None) => break,
             _ => {
                 return Err(CodecError::Bad {
@@ -168,7 +368,7 @@ pub fn from_structured(bytes: &[u8], limits: &Limits) -> Result<EventData, Codec
             }
         }
     }
-    build(&attribute, headers, data)
+    build(attributes, headers, document.data.unwrap_or(Value::Null))
 }
 
 /// Reads a binary-mode CloudEvents message: its headers and body.
@@ -193,12 +393,10 @@ pub fn from_binary<'a>(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    let attribute = |name: &'static str| -> Result<Option<String>, CodecError> {
-        Ok(match name {
-            "datacontenttype" => find("content-type"),
-            _ => find(&format!("ce-{name}")),
-        })
-    };
+    let attributes = ATTRIBUTES.map(|name| match name {
+        "datacontenttype" => find("content-type"),
+        _ => find(&format!("ce-{name}")),
+    });
     let mut extra = Vec::new();
     for i in 0.. {
         match (
@@ -220,7 +418,7 @@ pub fn from_binary<'a>(
     } else {
         serde_json::from_slice(body).map_err(|e| CodecError::Malformed(e.to_string()))?
     };
-    build(&attribute, extra, data)
+    build(attributes, extra, data)
 }
 
 fn check_size(size: usize, limits: &Limits) -> Result<(), CodecError> {
@@ -233,50 +431,50 @@ fn check_size(size: usize, limits: &Limits) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// The event from its attributes, checked.
+/// The event from its attributes (in the order of [`ATTRIBUTES`]), checked.
 fn build(
-    attribute: &dyn Fn(&'static str) -> Result<Option<String>, CodecError>,
+    attributes: [Option<String>; ATTRIBUTES.len()],
     headers: Vec<(String, String)>,
     data: Value,
 ) -> Result<EventData, CodecError> {
-    let required = |name: &'static str| attribute(name)?.ok_or(CodecError::Missing(name));
-    let spec = required("specversion")?;
+    let [spec, content_type, id, source, name, schema_version, time, correlation, causation] =
+        attributes;
+    let required = |value: Option<String>, name| value.ok_or(CodecError::Missing(name));
+    let spec = required(spec, "specversion")?;
     if spec != SPEC_VERSION {
         return Err(CodecError::SpecVersion(spec));
     }
-    if let Some(content_type) = attribute("datacontenttype")? {
+    if let Some(content_type) = content_type {
         let media = content_type.split(';').next().unwrap_or("").trim();
         if media != CONTENT_TYPE && !media.ends_with("+json") {
             return Err(CodecError::ContentType(content_type));
         }
     }
-    let id = parse_id("id", &required("id")?)?;
-    required("source")?;
-    let name = required("type")?;
+    let id = parse_id("id", &required(id, "id")?)?;
+    required(source, "source")?;
+    let name = required(name, "type")?;
     if name.is_empty() {
         return Err(CodecError::Bad {
             name: "type".to_owned(),
             reason: "empty".to_owned(),
         });
     }
-    let schema_version = match attribute("schemaversion")? {
+    let schema_version = match schema_version {
         Some(v) => v.parse().map_err(|_| CodecError::Bad {
             name: "schemaversion".to_owned(),
             reason: format!("`{v}` is not a number"),
         })?,
         None => 1,
     };
-    let timestamp = match attribute("time")? {
+    let timestamp = match time {
         Some(t) => parse_time(&t)?,
         None => Timestamp::now(),
     };
-    let correlation_id = match attribute("correlationid")? {
+    let correlation_id = match correlation {
         Some(c) => parse_id("correlationid", &c)?,
         None => id,
     };
-    let causation_id = attribute("causationid")?
-        .map(|c| parse_id("causationid", &c))
-        .transpose()?;
+    let causation_id = causation.map(|c| parse_id("causationid", &c)).transpose()?;
     let mut meta_headers = Headers::new();
     for (n, v) in headers {
         meta_headers.insert(n, v);
@@ -333,7 +531,11 @@ fn parse_time(text: &str) -> Result<Timestamp, CodecError> {
     if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let nanos: i64 = format!("{fraction:0<9}").parse().map_err(|_| bad())?;
+    let nanos = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0_i64, |n, digit| n * 10 + i64::from(digit - b'0'));
     // Days from the civil date (Howard Hinnant's algorithm).
     let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
     let era = y.div_euclid(400);
@@ -393,6 +595,38 @@ mod tests {
         )
         .unwrap();
         same(&back, &event);
+    }
+
+    #[test]
+    fn structured_reads_members_in_any_order_and_skips_the_rest() {
+        let document = br#"{
+            "data": {"order": 7},
+            "edheader1value": "eu", "edheader0name": "tenant", "edheader01name": "ignored",
+            "edheader1name": "region", "edheader0value": "acme",
+            "extension": {"nested": [1, 2, {"deep": null}]},
+            "type": "order.placed", "source": "/s", "specversion": "1.0",
+            "id": "00000000-0000-0000-0000-000000000001",
+            "id": "00000000-0000-0000-0000-000000000002",
+            "time": "2026-11-23T14:05:00.5Z", "schemaversion": "4", "causationid": null
+        }"#;
+        let event = from_structured(document, &Limits::default()).unwrap();
+        assert_eq!((event.name.as_str(), event.schema_version), ("order.placed", 4));
+        assert_eq!(event.payload, json!({ "order": 7 }));
+        // A member given twice counts with its last value.
+        assert_eq!(event.metadata.id, MessageId::from_u128(2));
+        assert_eq!(event.metadata.correlation_id, event.metadata.id);
+        assert_eq!(event.metadata.causation_id, None);
+        assert_eq!(
+            event.metadata.timestamp,
+            parse_time("2026-11-23T14:05:00.500000000Z").unwrap()
+        );
+        let headers: Vec<_> = event.metadata.headers.iter().collect();
+        assert_eq!(headers, [("tenant", "acme"), ("region", "eu")]);
+
+        let half = br#"{"specversion":"1.0","id":"00000000-0000-0000-0000-000000000001",
+            "source":"/s","type":"t","edheader0name":"tenant"}"#;
+        let error = from_structured(half, &Limits::default()).unwrap_err();
+        assert!(error.to_string().contains("edheader0"), "{error}");
     }
 
     #[test]

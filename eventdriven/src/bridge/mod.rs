@@ -396,25 +396,35 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// The event as a broker message, in the bridge's mode.
-    pub(crate) fn encode(&self, event: &EventData, key: Option<String>) -> Outgoing {
+    /// An event as a broker message, in the bridge's mode: written from its parts, its data
+    /// in any serializable form (the outbound side writes the typed event as it is).
+    pub(crate) fn encode<D: serde::Serialize + ?Sized>(
+        &self,
+        name: &str,
+        schema_version: u32,
+        meta: &crate::Metadata,
+        data: &D,
+        key: Option<String>,
+    ) -> serde_json::Result<Outgoing> {
         let (headers, body) = match self.mode {
             Mode::Structured => (
                 vec![(
                     "content-type".to_owned(),
                     "application/cloudevents+json".to_owned(),
                 )],
-                crate::codec::to_structured(event, &self.source),
+                crate::codec::encode_structured(name, schema_version, meta, data, &self.source)?,
             ),
-            Mode::Binary => crate::codec::to_binary(event, &self.source),
+            Mode::Binary => {
+                crate::codec::encode_binary(name, schema_version, meta, data, &self.source)?
+            }
         };
-        Outgoing {
-            name: event.name.clone(),
-            id: event.metadata.id,
+        Ok(Outgoing {
+            name: name.to_owned(),
+            id: meta.id,
             key,
             headers,
             body,
-        }
+        })
     }
 
     /// A broker message as an event: binary mode when it has a `ce-specversion` header,

@@ -35,7 +35,6 @@ use crate::app::Shared;
 use crate::delivery::durable::Codec;
 use crate::delivery::{HandlerError, NewDeadLetter, Reason, RetryPolicy};
 use crate::message::{Envelope, Event, Metadata};
-use crate::store::EventData;
 use crate::{Actor, ActorOptions, Context};
 
 /// A partition key taken from an event.
@@ -191,10 +190,8 @@ fn encode<E: Event + Serialize>(
     env: &Envelope<E>,
     key: Option<String>,
 ) -> Result<Outgoing, String> {
-    let mut data = EventData::json(E::NAME, E::VERSION, &env.message)
-        .map_err(|e| format!("`{}` does not encode: {e}", E::NAME))?;
-    data.metadata = env.meta.clone();
-    Ok(link.encode(&data, key))
+    link.encode(E::NAME, E::VERSION, &env.meta, &env.message, key)
+        .map_err(|e| format!("`{}` does not encode: {e}", E::NAME))
 }
 
 /// Publishes one message and waits for the broker's acknowledgement, trying again with
