@@ -19,10 +19,11 @@
 //!   idle time (`XCLAIM ... IDLE ... JUSTID`) so that it is taken again once the delay is over;
 //!   in-progress signals reset the idle time (`XCLAIM ... JUSTID`, which does not count as a
 //!   delivery).
-//! - **Redelivery, also of dead processes' messages**: before reading new messages, every
-//!   consumer claims pending messages idle for the ack wait or longer (`XPENDING ... IDLE`,
-//!   then `XCLAIM`), whichever consumer they belonged to: nacked ones once their delay is
-//!   over, and those of a process that was killed. The delivery count is Redis's own counter,
+//! - **Redelivery, also of dead processes' messages**: before reading new messages (at most
+//!   every 100 ms while the last look found less than a full batch), every consumer claims
+//!   pending messages idle for the ack wait or longer (`XPENDING ... IDLE`, then `XCLAIM`),
+//!   whichever consumer they belonged to: nacked ones once their delay is over (up to 100 ms
+//!   late), and those of a process that was killed. The delivery count is Redis's own counter,
 //!   so the bridge's redelivery policy also covers crash loops. A nack's delay is at most the
 //!   ack wait (Redis cannot set an idle time below zero): for longer backoffs raise the
 //!   bridge's [`ack_wait`](super::Bridge::ack_wait).
@@ -323,6 +324,7 @@ impl Transport for Redis {
                 settler: self.settler(state, group),
                 patterns: group.patterns.clone(),
                 block: millis(self.block),
+                reclaim_at: tokio::time::Instant::now(),
             }) as Box<dyn Subscription>)
         })
     }
@@ -464,7 +466,14 @@ struct RedisSubscription {
     settler: Arc<Settler>,
     patterns: Vec<Pattern>,
     block: u64,
+    /// When pending messages are next looked at for reclaiming (see [`RECLAIM_EVERY`]).
+    reclaim_at: tokio::time::Instant,
 }
+
+/// How often a consumer looks for pending messages to reclaim, unless the last look found a
+/// full batch. A look is a round trip (`XPENDING`) that a busy consumer would otherwise make
+/// before every read; a nacked message is due again up to this much after its delay.
+const RECLAIM_EVERY: Duration = Duration::from_millis(100);
 
 impl RedisSubscription {
     /// Pending messages idle for the ack wait or longer (nacked and due, or held by a
@@ -583,7 +592,14 @@ impl Subscription for RedisSubscription {
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>> {
         Box::pin(async move {
             let max = max.max(1);
-            let mut entries = self.reclaim(max).await?;
+            let now = tokio::time::Instant::now();
+            let mut entries = Vec::new();
+            if now >= self.reclaim_at {
+                entries = self.reclaim(max).await?;
+                if entries.len() < max {
+                    self.reclaim_at = now + RECLAIM_EVERY;
+                }
+            }
             if entries.len() < max {
                 let fresh = self.read(max - entries.len(), entries.is_empty()).await?;
                 entries.extend(fresh.into_iter().map(|entry| (entry, 1)));
