@@ -137,9 +137,9 @@ impl MessageId {
         }
     }
 
-    /// The 8-4-4-4-12 lowercase hex form, written without the formatting machinery: ids are
-    /// written for every message that leaves the process or reaches a store.
-    fn hex(self) -> [u8; 36] {
+    /// The 8-4-4-4-12 lowercase hex form (ASCII), written without the formatting machinery:
+    /// ids are written for every message that leaves the process or reaches a store.
+    pub(crate) fn hex(self) -> [u8; 36] {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut v = self.as_u128();
         let mut out = [b'-'; 36];
@@ -162,10 +162,13 @@ impl Default for MessageId {
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = self.hex();
-        // Every byte is an ASCII hex digit or a hyphen.
-        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+        f.write_str(ascii(&self.hex()))
     }
+}
+
+/// Text written by hand into a byte buffer, all ASCII.
+pub(crate) fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("written as ASCII")
 }
 
 /// The text of an id that is not in the 8-4-4-4-12 hex form.
@@ -327,19 +330,11 @@ impl Timestamp {
     pub fn to_system_time(self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_nanos(self.0.get())
     }
-}
 
-impl std::ops::Add<Duration> for Timestamp {
-    type Output = Timestamp;
-
-    fn add(self, rhs: Duration) -> Timestamp {
-        let add = u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX);
-        Timestamp::from_unix_nanos(self.0.get().saturating_add(add))
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The RFC 3339 form in UTC to the nanosecond (`2026-11-23T14:05:00.000000000Z`, ASCII),
+    /// written by hand, not with `write!`: a time is written for every event that leaves the
+    /// process.
+    pub(crate) fn rfc3339(self) -> [u8; 30] {
         let nanos = self.0.get();
         let secs = nanos / 1_000_000_000;
         let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -353,8 +348,7 @@ impl fmt::Display for Timestamp {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
-        // Written by hand, not with `write!`: a time is written for every event that leaves
-        // the process. From 1970 to 2554 (all a u64 of nanoseconds holds) a year is 4 digits.
+        // From 1970 to 2554 (all a u64 of nanoseconds holds) a year is 4 digits.
         let mut text = *b"0000-00-00T00:00:00.000000000Z";
         let mut put = |at: usize, width: usize, mut value: u64| {
             for slot in text[at..at + width].iter_mut().rev() {
@@ -369,7 +363,22 @@ impl fmt::Display for Timestamp {
         put(14, 2, rem % 3600 / 60);
         put(17, 2, rem % 60);
         put(20, 9, nanos % 1_000_000_000);
-        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+        text
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn add(self, rhs: Duration) -> Timestamp {
+        let add = u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX);
+        Timestamp::from_unix_nanos(self.0.get().saturating_add(add))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(ascii(&self.rfc3339()))
     }
 }
 
