@@ -89,31 +89,78 @@ pub enum CodecError {
     ContentType(String),
 }
 
-/// The attributes of an event as (name, value) pairs, `data` aside.
-fn attributes(
-    name: &str,
-    schema_version: u32,
-    meta: &Metadata,
-    source: &str,
-) -> Vec<(String, String)> {
-    let mut attributes = vec![
-        ("specversion".to_owned(), SPEC_VERSION.to_owned()),
-        ("id".to_owned(), meta.id.to_string()),
-        ("source".to_owned(), source.to_owned()),
-        ("type".to_owned(), name.to_owned()),
-        ("time".to_owned(), meta.timestamp.to_string()),
-        ("datacontenttype".to_owned(), CONTENT_TYPE.to_owned()),
-        ("schemaversion".to_owned(), schema_version.to_string()),
-        ("correlationid".to_owned(), meta.correlation_id.to_string()),
-    ];
-    if let Some(cause) = meta.causation_id {
-        attributes.push(("causationid".to_owned(), cause.to_string()));
+/// An event's parts as they are encoded, its data in any serializable form: the bridges
+/// write a typed event without making a [`Value`] of it first.
+pub(crate) struct Parts<'a, D: ?Sized> {
+    pub(crate) name: &'a str,
+    pub(crate) schema_version: u32,
+    pub(crate) meta: &'a Metadata,
+    /// The CloudEvents `source`.
+    pub(crate) source: &'a str,
+    pub(crate) data: &'a D,
+}
+
+/// Message headers as (name, value) pairs.
+type HeaderPairs = Vec<(String, String)>;
+
+impl<'a> Parts<'a, Value> {
+    fn of(event: &'a EventData, source: &'a str) -> Self {
+        Self {
+            name: &event.name,
+            schema_version: event.schema_version,
+            meta: &event.metadata,
+            source,
+            data: &event.payload,
+        }
     }
-    for (i, (name, value)) in meta.headers.iter().enumerate() {
-        attributes.push((format!("edheader{i}name"), name.to_owned()));
-        attributes.push((format!("edheader{i}value"), value.to_owned()));
+}
+
+impl<D: Serialize + ?Sized> Parts<'_, D> {
+    /// One CloudEvents JSON document (structured mode).
+    pub(crate) fn structured(&self) -> serde_json::Result<Vec<u8>> {
+        // Room for the attributes and a small event, so most documents are written without
+        // growing the buffer.
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
-    attributes
+
+    /// CloudEvents binary mode: the attributes as headers, the data as the body.
+    pub(crate) fn binary(&self) -> serde_json::Result<(HeaderPairs, Vec<u8>)> {
+        let body = serde_json::to_vec(self.data)?;
+        let headers = self
+            .attributes()
+            .into_iter()
+            .map(|(name, value)| match name.as_str() {
+                "datacontenttype" => ("content-type".to_owned(), value),
+                _ => (format!("ce-{name}"), value),
+            })
+            .collect();
+        Ok((headers, body))
+    }
+
+    /// The attributes as (name, value) pairs, `data` aside.
+    fn attributes(&self) -> HeaderPairs {
+        let meta = self.meta;
+        let mut attributes = vec![
+            ("specversion".to_owned(), SPEC_VERSION.to_owned()),
+            ("id".to_owned(), meta.id.to_string()),
+            ("source".to_owned(), self.source.to_owned()),
+            ("type".to_owned(), self.name.to_owned()),
+            ("time".to_owned(), meta.timestamp.to_string()),
+            ("datacontenttype".to_owned(), CONTENT_TYPE.to_owned()),
+            ("schemaversion".to_owned(), self.schema_version.to_string()),
+            ("correlationid".to_owned(), meta.correlation_id.to_string()),
+        ];
+        if let Some(cause) = meta.causation_id {
+            attributes.push(("causationid".to_owned(), cause.to_string()));
+        }
+        for (i, (name, value)) in meta.headers.iter().enumerate() {
+            attributes.push((format!("edheader{i}name"), name.to_owned()));
+            attributes.push((format!("edheader{i}value"), value.to_owned()));
+        }
+        attributes
+    }
 }
 
 /// A value written as a JSON string in its `Display` form, with no `String` in between.
@@ -125,16 +172,8 @@ impl<T: fmt::Display> Serialize for Text<T> {
     }
 }
 
-/// A structured-mode document, written straight from the event's parts.
-struct Structured<'a, D: ?Sized> {
-    name: &'a str,
-    schema_version: u32,
-    meta: &'a Metadata,
-    source: &'a str,
-    data: &'a D,
-}
-
-impl<D: Serialize + ?Sized> Serialize for Structured<'_, D> {
+/// The structured-mode document, written straight from the parts.
+impl<D: Serialize + ?Sized> Serialize for Parts<'_, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Ids and the time from stack buffers: through `collect_str` they would cost a
         // formatter each, a measurable part of a fast broker's publish.
@@ -162,72 +201,17 @@ impl<D: Serialize + ?Sized> Serialize for Structured<'_, D> {
 
 /// The event as one CloudEvents JSON document (structured mode).
 pub fn to_structured(event: &EventData, source: &str) -> Vec<u8> {
-    encode_structured(
-        &event.name,
-        event.schema_version,
-        &event.metadata,
-        &event.payload,
-        source,
-    )
-    .expect("a JSON value always encodes")
+    Parts::of(event, source)
+        .structured()
+        .expect("a JSON value always encodes")
 }
 
 /// The event as CloudEvents binary mode: headers (`ce-<attribute>`, and `content-type`) and
 /// the body (the event's JSON).
 pub fn to_binary(event: &EventData, source: &str) -> (Vec<(String, String)>, Vec<u8>) {
-    encode_binary(
-        &event.name,
-        event.schema_version,
-        &event.metadata,
-        &event.payload,
-        source,
-    )
-    .expect("a JSON value always encodes")
-}
-
-/// [`to_structured`] from the parts of an event, its data in any serializable form: the
-/// bridges write a typed event without making a [`Value`] of it first.
-pub(crate) fn encode_structured<D: Serialize + ?Sized>(
-    name: &str,
-    schema_version: u32,
-    meta: &Metadata,
-    data: &D,
-    source: &str,
-) -> serde_json::Result<Vec<u8>> {
-    // Room for the attributes and a small event, so most documents are written without
-    // growing the buffer.
-    let mut out = Vec::with_capacity(512);
-    let document = Structured {
-        name,
-        schema_version,
-        meta,
-        source,
-        data,
-    };
-    serde_json::to_writer(&mut out, &document)?;
-    Ok(out)
-}
-
-/// Message headers as (name, value) pairs.
-type HeaderPairs = Vec<(String, String)>;
-
-/// [`to_binary`] from the parts of an event, as [`encode_structured`].
-pub(crate) fn encode_binary<D: Serialize + ?Sized>(
-    name: &str,
-    schema_version: u32,
-    meta: &Metadata,
-    data: &D,
-    source: &str,
-) -> serde_json::Result<(HeaderPairs, Vec<u8>)> {
-    let body = serde_json::to_vec(data)?;
-    let headers = attributes(name, schema_version, meta, source)
-        .into_iter()
-        .map(|(name, value)| match name.as_str() {
-            "datacontenttype" => ("content-type".to_owned(), value),
-            _ => (format!("ce-{name}"), value),
-        })
-        .collect();
-    Ok((headers, body))
+    Parts::of(event, source)
+        .binary()
+        .expect("a JSON value always encodes")
 }
 
 /// The attributes [`build`] reads, in the order it takes them.

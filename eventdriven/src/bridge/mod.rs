@@ -406,17 +406,22 @@ impl Link {
         data: &D,
         key: Option<String>,
     ) -> serde_json::Result<Outgoing> {
+        let parts = crate::codec::Parts {
+            name,
+            schema_version,
+            meta,
+            source: &self.source,
+            data,
+        };
         let (headers, body) = match self.mode {
             Mode::Structured => (
                 vec![(
                     "content-type".to_owned(),
                     "application/cloudevents+json".to_owned(),
                 )],
-                crate::codec::encode_structured(name, schema_version, meta, data, &self.source)?,
+                parts.structured()?,
             ),
-            Mode::Binary => {
-                crate::codec::encode_binary(name, schema_version, meta, data, &self.source)?
-            }
+            Mode::Binary => parts.binary()?,
         };
         Ok(Outgoing {
             name: name.to_owned(),
