@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace: formatting, clippy, rustdoc, then `cargo test`
-# (unit, integration, trybuild ui, doc tests, and the examples run end to end), then the
-# performance guard (eventdriven's tell against raw tokio's in the same process).
+# Runs every check and test of the workspace: formatting, clippy (the benches package too),
+# rustdoc, then `cargo test` (unit, integration, trybuild ui, doc tests, and the examples run
+# end to end), then the performance guard (eventdriven's tell against raw tokio's in the same
+# process).
 #
 # Real servers run on loopback for the tests and are stopped afterwards: PostgreSQL by
 # scripts/with-postgres.sh (installed from the OS packages if missing; a throwaway cluster in a
@@ -35,6 +36,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --all-targets --all-features --locked -- -D warnings
+# The benches package is outside the default members (it pulls in the other actor frameworks);
+# its benchmarks and examples are linted here, broker modules included, without running them.
+cargo clippy -p eventdriven-benches --benches --examples --all-features --locked -- -D warnings
 
 step "cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked -p eventdriven -p eventdriven-macros
