@@ -125,41 +125,34 @@ impl<D: Serialize + ?Sized> Parts<'_, D> {
         Ok(out)
     }
 
-    /// CloudEvents binary mode: the attributes as headers, the data as the body.
+    /// CloudEvents binary mode: the attributes as `ce-<attribute>` headers (the content type
+    /// as `content-type`), the data as the body.
     pub(crate) fn binary(&self) -> serde_json::Result<(HeaderPairs, Vec<u8>)> {
-        let body = serde_json::to_vec(self.data)?;
-        let headers = self
-            .attributes()
-            .into_iter()
-            .map(|(name, value)| match name.as_str() {
-                "datacontenttype" => ("content-type".to_owned(), value),
-                _ => (format!("ce-{name}"), value),
-            })
-            .collect();
-        Ok((headers, body))
-    }
-
-    /// The attributes as (name, value) pairs, `data` aside.
-    fn attributes(&self) -> HeaderPairs {
         let meta = self.meta;
-        let mut attributes = vec![
-            ("specversion".to_owned(), SPEC_VERSION.to_owned()),
-            ("id".to_owned(), meta.id.to_string()),
-            ("source".to_owned(), self.source.to_owned()),
-            ("type".to_owned(), self.name.to_owned()),
-            ("time".to_owned(), meta.timestamp.to_string()),
-            ("datacontenttype".to_owned(), CONTENT_TYPE.to_owned()),
-            ("schemaversion".to_owned(), self.schema_version.to_string()),
-            ("correlationid".to_owned(), meta.correlation_id.to_string()),
+        let mut headers = vec![
+            ("ce-specversion".to_owned(), SPEC_VERSION.to_owned()),
+            ("ce-id".to_owned(), meta.id.to_string()),
+            ("ce-source".to_owned(), self.source.to_owned()),
+            ("ce-type".to_owned(), self.name.to_owned()),
+            ("ce-time".to_owned(), meta.timestamp.to_string()),
+            ("content-type".to_owned(), CONTENT_TYPE.to_owned()),
+            (
+                "ce-schemaversion".to_owned(),
+                self.schema_version.to_string(),
+            ),
+            (
+                "ce-correlationid".to_owned(),
+                meta.correlation_id.to_string(),
+            ),
         ];
         if let Some(cause) = meta.causation_id {
-            attributes.push(("causationid".to_owned(), cause.to_string()));
+            headers.push(("ce-causationid".to_owned(), cause.to_string()));
         }
         for (i, (name, value)) in meta.headers.iter().enumerate() {
-            attributes.push((format!("edheader{i}name"), name.to_owned()));
-            attributes.push((format!("edheader{i}value"), value.to_owned()));
+            headers.push((format!("ce-edheader{i}name"), name.to_owned()));
+            headers.push((format!("ce-edheader{i}value"), value.to_owned()));
         }
-        attributes
+        Ok((headers, serde_json::to_vec(self.data)?))
     }
 }
 
