@@ -235,6 +235,10 @@ pub trait Batch: Send {
 
 /// [`Batch::next`] for a batch of messages at hand: the front one, taken when the future is
 /// polled and not before.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "amqp", feature = "kafka")),
+    allow(dead_code)
+)]
 pub(crate) fn next_at_hand<'a, T: Send + 'a>(
     messages: &'a mut std::collections::VecDeque<T>,
     received: impl FnOnce(T) -> Box<dyn Received> + Send + 'a,
@@ -587,7 +591,8 @@ impl Bridge {
     }
 
     /// At most `n` messages (at least 1) taken from the broker and not yet acked, in this
-    /// process.
+    /// process. (On SQS an ack is a delete handed to a batching deleter: as many handled
+    /// messages again may wait for their delete, see `bridge::sqs`.)
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
         self

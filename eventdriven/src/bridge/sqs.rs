@@ -27,11 +27,19 @@
 //!   no consumer groups: the queue is the group, and the bridge's `group` is not used; give
 //!   groups that must each see every event queues of their own). `ReceiveMessage` long-polls
 //!   for up to a second, at most 10 messages and never more than the bridge has room for, with
-//!   the bridge's ack wait as the visibility timeout (whole seconds, at least 1). SQS cannot
+//!   the bridge's ack wait as the visibility timeout (whole seconds, at least 1). While the
+//!   queue fills every receive, a fetch spreads the bridge's room over up to 4 receives at
+//!   once (the first long-polls, the others take what is there). SQS cannot
 //!   filter by name: messages whose name no pattern of the bridge matches are deleted as they
 //!   are read, so keep other traffic on queues of its own.
 //! - **Settling**: ack and reject delete the message (batched with `DeleteMessageBatch`; a
-//!   rejected message was dead-lettered here). A nack sets its visibility timeout to the delay
+//!   rejected message was dead-lettered here). The ack is done once the delete is handed to
+//!   the transport's deleter, not when SQS answered: at most `max_in_flight` deletes are under
+//!   way (an ack waits for room beyond that), so a process holds at most twice `max_in_flight`
+//!   messages unacked at SQS, half of them handled. A delete that fails means a redelivery
+//!   after the visibility timeout (at least once); closing the transport waits for the deletes
+//!   under way. Batches (sends and deletes) go out full while calls are under way, a partial
+//!   one only when none is. A nack sets its visibility timeout to the delay
 //!   (whole seconds, rounded up), after which SQS delivers it again; an in-progress signal sets
 //!   it to the ack wait again. A message not deleted within its visibility timeout (a process
 //!   that died, or hung) is delivered again by SQS. The delivery count is SQS's
@@ -55,6 +63,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -64,7 +73,8 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use tokio::sync::{mpsc, oneshot, RwLock, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::task::JoinSet;
 
 use super::{
     Batch, BoxFuture, Lag, Outgoing, Pattern, Received, Subscription, Topology, Transport,
@@ -92,6 +102,8 @@ const CONCURRENT_BATCHES: usize = 8;
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a receive waits for the first message (SQS long polling, whole seconds).
 const WAIT_SECONDS: i32 = 1;
+/// Receives in flight at once, at most, while the queue fills every one of them.
+const MAX_RECEIVES: usize = 4;
 /// SQS's longest visibility timeout (12 hours).
 const MAX_VISIBILITY: u64 = 43_200;
 
@@ -137,6 +149,8 @@ pub struct Sqs {
     sender: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// The batching deleter, started with the first receive.
     deleter: OnceLock<mpsc::UnboundedSender<Deletion>>,
+    /// Room for deletes under way: the bridge's `max_in_flight`, set by the first subscribe.
+    deleting_room: OnceLock<Arc<Semaphore>>,
     /// The consumed patterns, once the bridge connected.
     patterns: OnceLock<Vec<Pattern>>,
 }
@@ -175,6 +189,41 @@ struct Inner {
     create: bool,
     /// Settings that could not be taken (a bad pattern), reported by `connect`.
     errors: Vec<String>,
+    /// Deletes handed to the deleter and not yet answered, which `close` waits for.
+    deleting: Outstanding,
+}
+
+/// A count of work handed over and not done yet, and a way to wait until there is none.
+#[derive(Default)]
+struct Outstanding {
+    count: std::sync::atomic::AtomicUsize,
+    none: Notify,
+}
+
+impl Outstanding {
+    fn add(&self, n: usize) {
+        self.count.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn done(&self, n: usize) {
+        if self.count.fetch_sub(n, Ordering::SeqCst) == n {
+            self.none.notify_waiters();
+        }
+    }
+
+    /// Returns once nothing is outstanding.
+    async fn wait(&self) {
+        loop {
+            let none = self.none.notified();
+            tokio::pin!(none);
+            // Registered before the check: a `done` in between still wakes it.
+            none.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            none.await;
+        }
+    }
 }
 
 /// One queue the transport uses.
@@ -274,9 +323,11 @@ impl Sqs {
                 routes: Vec::new(),
                 create: true,
                 errors: Vec::new(),
+                deleting: Outstanding::default(),
             }),
             sender: OnceLock::new(),
             deleter: OnceLock::new(),
+            deleting_room: OnceLock::new(),
             patterns: OnceLock::new(),
         }
     }
@@ -597,49 +648,82 @@ struct Pending {
 /// Sends what waits in batches: up to [`MAX_BATCH`] entries for one queue of at most
 /// [`MAX_BATCH_BYTES`] together, several batches at once to standard queues, one after the
 /// other (in order) where a FIFO queue is among them.
-async fn send_batches(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let permits = Arc::new(Semaphore::new(if inner.queues.iter().any(Queue::fifo) {
+async fn send_batches(inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<Pending>) {
+    let at_once = if inner.queues.iter().any(Queue::fifo) {
         1
     } else {
         CONCURRENT_BATCHES
-    }));
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let (queue, mut bytes) = (first.queue, first.bytes);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) if p.queue != queue || bytes + p.bytes > MAX_BATCH_BYTES => {
-                    carried = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    bytes += p.bytes;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        // Publishes the bridge gave up on (timed out) are not sent late.
-        batch.retain(|p| !p.done.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+    };
+    run_batches(rx, at_once, take_sends, move |queue, batch| {
         let inner = inner.clone();
-        tokio::spawn(async move {
-            send_batch(&inner, queue, batch).await;
-            drop(permit);
-        });
+        async move { send_batch(&inner, queue, batch).await }
+    })
+    .await;
+}
+
+/// The next batch of sends from the front of `waiting`, if it is complete or `partial`.
+fn take_sends(waiting: &mut VecDeque<Pending>, partial: bool) -> Option<(usize, Vec<Pending>)> {
+    // Publishes the bridge gave up on (timed out) are not sent late.
+    waiting.retain(|p| !p.done.is_closed());
+    let queue = waiting.front()?.queue;
+    let (mut n, mut bytes) = (0, 0);
+    for pending in &*waiting {
+        let fits = n == 0 || bytes + pending.bytes <= MAX_BATCH_BYTES;
+        if n == MAX_BATCH || pending.queue != queue || !fits {
+            break;
+        }
+        n += 1;
+        bytes += pending.bytes;
+    }
+    let complete = n == MAX_BATCH || n < waiting.len();
+    (complete || partial).then(|| (queue, waiting.drain(..n).collect()))
+}
+
+/// Cuts the next batch (and what it is for) from the front of what waits: a complete one, or
+/// with `true` (partial allowed) whatever there is.
+type Take<T, K> = fn(&mut VecDeque<T>, bool) -> Option<(K, Vec<T>)>;
+
+/// Runs a batching task: gathers what arrives on `rx` and makes one `call` per batch that
+/// `take` cuts from the front, at most `at_once` calls under way.
+///
+/// A complete batch (full, or followed by work for another queue) goes out while fewer than
+/// `at_once` calls are under way; a partial one only when none is. So a lone message leaves at
+/// once, and under load messages gather into full batches while calls are under way instead
+/// of going out one per call. Ends once `rx` is closed and everything was sent.
+async fn run_batches<T, K, F>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+    at_once: usize,
+    take: Take<T, K>,
+    call: impl Fn(K, Vec<T>) -> F,
+) where
+    T: Send,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut calls = JoinSet::new();
+    let mut waiting = VecDeque::new();
+    let mut open = true;
+    loop {
+        while calls.len() < at_once {
+            let Some((key, batch)) = take(&mut waiting, calls.is_empty() || !open) else {
+                break;
+            };
+            calls.spawn(call(key, batch));
+        }
+        if !open && waiting.is_empty() && calls.is_empty() {
+            return;
+        }
+        tokio::select! {
+            got = rx.recv(), if open => match got {
+                Some(first) => {
+                    waiting.push_back(first);
+                    while let Ok(next) = rx.try_recv() {
+                        waiting.push_back(next);
+                    }
+                }
+                None => open = false,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+        }
     }
 }
 
@@ -707,74 +791,70 @@ fn fail_all(batch: Vec<Pending>, error: &TransportError) {
 struct Deletion {
     url: String,
     receipt: String,
-    done: oneshot::Sender<Result<(), TransportError>>,
+    /// Its place among the deletes under way, given back when SQS answered.
+    room: OwnedSemaphorePermit,
 }
 
 /// Deletes what waits in batches of up to [`MAX_BATCH`] of one queue URL, several at once.
-async fn delete_batches(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Deletion>) {
-    let permits = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    let mut carried: Option<Deletion> = None;
-    loop {
-        let first = match carried.take() {
-            Some(d) => d,
-            None => match rx.recv().await {
-                Some(d) => d,
-                None => return,
-            },
-        };
-        let url = first.url.clone();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(d) if d.url != url => {
-                    carried = Some(d);
-                    break;
-                }
-                Ok(d) => batch.push(d),
-                Err(_) => break,
-            }
-        }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+async fn delete_batches(inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<Deletion>) {
+    run_batches(rx, CONCURRENT_BATCHES, take_deletes, move |url, batch| {
         let inner = inner.clone();
-        tokio::spawn(async move {
-            delete_batch(&inner, url, batch).await;
-            drop(permit);
-        });
-    }
+        async move { delete_batch(&inner, url, batch).await }
+    })
+    .await;
+}
+
+/// The next batch of deletes from the front of `waiting`, if it is complete or `partial`.
+fn take_deletes(
+    waiting: &mut VecDeque<Deletion>,
+    partial: bool,
+) -> Option<(String, Vec<Deletion>)> {
+    let url = waiting.front()?.url.clone();
+    let n = waiting
+        .iter()
+        .take(MAX_BATCH)
+        .take_while(|d| d.url == url)
+        .count();
+    let complete = n == MAX_BATCH || n < waiting.len();
+    (complete || partial).then(|| (url, waiting.drain(..n).collect()))
 }
 
 async fn delete_batch(inner: &Inner, url: String, batch: Vec<Deletion>) {
+    let count = batch.len();
     let mut request = inner.client().delete_message_batch().queue_url(url);
-    let mut waiting = HashMap::with_capacity(batch.len());
+    // Held until SQS answered.
+    let mut rooms = Vec::with_capacity(count);
     for (i, deletion) in batch.into_iter().enumerate() {
-        let id = i.to_string();
+        rooms.push(deletion.room);
         let entry = DeleteMessageBatchRequestEntry::builder()
-            .id(id.clone())
+            .id(i.to_string())
             .receipt_handle(deletion.receipt)
             .build()
             .expect("id and receipt handle are set");
         request = request.entries(entry);
-        waiting.insert(id, deletion.done);
     }
-    let deleted = match bounded(request.send()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return tell_waiting(waiting, &inner.failed(0, e).await),
-        Err(e) => return tell_waiting(waiting, &e),
-    };
-    for failed in deleted.failed() {
-        if let Some(done) = waiting.remove(failed.id()) {
-            let _ = done.send(Err(unavailable(format!(
-                "SQS did not delete the message: {} {}",
-                failed.code(),
-                failed.message().unwrap_or_default()
-            ))));
+    // A delete that did not happen means a redelivery after the visibility timeout, which
+    // idempotent subscribers absorb: at least once holds, so it is only told.
+    match bounded(request.send()).await {
+        Ok(Ok(deleted)) => {
+            for failed in deleted.failed() {
+                tracing::warn!(
+                    code = failed.code(),
+                    reason = failed.message().unwrap_or_default(),
+                    "SQS did not delete a settled message; it is delivered again"
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            let error = inner.failed(0, e).await;
+            tracing::warn!(%error, count, "SQS deletes failed; the messages are delivered again");
+        }
+        Err(error) => {
+            tracing::warn!(%error, count, "SQS deletes failed; the messages are delivered again");
         }
     }
-    for (_, done) in waiting {
-        let _ = done.send(Ok(()));
-    }
+    drop(rooms);
+    inner.deleting.done(count);
 }
 
 impl Transport for Sqs {
@@ -896,10 +976,17 @@ impl Transport for Sqs {
                 .ceil()
                 .clamp(1.0, MAX_VISIBILITY as f64);
             Ok(Box::new(SqsSubscription {
-                inner: self.inner.clone(),
-                deleter: self.deleter(),
-                patterns,
-                visibility: visibility as i32,
+                receiver: Arc::new(Receiver {
+                    inner: self.inner.clone(),
+                    deleter: self.deleter(),
+                    deleting_room: self
+                        .deleting_room
+                        .get_or_init(|| Arc::new(Semaphore::new(topology.max_in_flight.max(1))))
+                        .clone(),
+                    patterns,
+                    visibility: visibility as i32,
+                }),
+                busy: Arc::new(AtomicBool::new(false)),
             }) as Box<dyn Subscription>)
         })
     }
@@ -935,20 +1022,30 @@ impl Transport for Sqs {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        // HTTP: nothing to close. Every publish and delete was awaited by the bridge.
-        Box::pin(async {})
+        // HTTP: no connection to close. Every publish was awaited by the bridge; the deletes
+        // of settled messages may still be on their way (the bridge bounds the wait).
+        Box::pin(self.inner.deleting.wait())
     }
 }
 
 struct SqsSubscription {
+    receiver: Arc<Receiver>,
+    /// Whether the last fetch's first receive came back full: the queue has more, so the
+    /// next fetch asks with several receives side by side.
+    busy: Arc<AtomicBool>,
+}
+
+/// What a receive needs, shared by the receives of a subscription.
+struct Receiver {
     inner: Arc<Inner>,
     deleter: mpsc::UnboundedSender<Deletion>,
+    deleting_room: Arc<Semaphore>,
     patterns: Vec<Pattern>,
     /// The visibility timeout of received messages, in seconds (the ack wait).
     visibility: i32,
 }
 
-impl SqsSubscription {
+impl Receiver {
     /// Whether the bridge consumes `message` (by its name; one without a name is handed over,
     /// for the bridge to decode or dead-letter).
     fn wanted(&self, headers: &[(String, String)]) -> bool {
@@ -963,93 +1060,169 @@ impl SqsSubscription {
             .map(|(_, v)| v.as_str());
         name.is_none_or(|name| self.patterns.iter().any(|p| p.matches(name)))
     }
+
+    /// One `ReceiveMessage` of at most `max` (≤ 10) messages, waiting up to `wait` seconds
+    /// for the first.
+    async fn receive(
+        &self,
+        url: String,
+        max: usize,
+        wait: i32,
+    ) -> Result<VecDeque<SqsMessage>, TransportError> {
+        let max = i32::try_from(max.clamp(1, MAX_BATCH)).unwrap_or(1);
+        let received = bounded(
+            self.inner
+                .client()
+                .receive_message()
+                .queue_url(url.clone())
+                .max_number_of_messages(max)
+                .wait_time_seconds(wait)
+                .visibility_timeout(self.visibility)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send(),
+        )
+        .await?;
+        let received = match received {
+            Ok(r) => r,
+            Err(e) => return Err(self.inner.failed(0, e).await),
+        };
+        let mut messages = VecDeque::new();
+        for message in received.messages() {
+            let Some(receipt) = message.receipt_handle() else {
+                continue;
+            };
+            let headers = headers_of(message);
+            let settle = Settle {
+                inner: self.inner.clone(),
+                deleter: self.deleter.clone(),
+                deleting_room: self.deleting_room.clone(),
+                url: url.clone(),
+                receipt: receipt.to_owned(),
+                visibility: self.visibility,
+            };
+            if !self.wanted(&headers) {
+                // Not for this bridge: done as read.
+                if let Err(error) = settle.delete().await {
+                    tracing::debug!(%error, "unconsumed SQS message not deleted");
+                }
+                continue;
+            }
+            let deliveries = message
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1)
+                .max(1);
+            messages.push_back(SqsMessage {
+                body: message.body().unwrap_or_default().as_bytes().to_vec(),
+                headers,
+                deliveries,
+                id: message.message_id().unwrap_or_default().to_owned(),
+                settle,
+            });
+        }
+        Ok(messages)
+    }
 }
 
 impl Subscription for SqsSubscription {
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>> {
         Box::pin(async move {
-            let url = self.inner.url(0).await?;
-            let max = i32::try_from(max.clamp(1, MAX_BATCH)).unwrap_or(1);
-            let received = bounded(
-                self.inner
-                    .client()
-                    .receive_message()
-                    .queue_url(url.clone())
-                    .max_number_of_messages(max)
-                    .wait_time_seconds(WAIT_SECONDS)
-                    .visibility_timeout(self.visibility)
-                    .message_attribute_names("All")
-                    .message_system_attribute_names(
-                        MessageSystemAttributeName::ApproximateReceiveCount,
-                    )
-                    .send(),
-            )
-            .await?;
-            let received = match received {
-                Ok(r) => r,
-                Err(e) => return Err(self.inner.failed(0, e).await),
+            let url = self.receiver.inner.url(0).await?;
+            // One receive takes 10 at most. While the queue fills them, the room there is goes
+            // to several side by side; the first long-polls, the others take what is there at
+            // once, so a queue that ran dry holds the batch no longer than one receive does.
+            let calls = if self.busy.load(Ordering::Relaxed) {
+                max.div_ceil(MAX_BATCH).clamp(1, MAX_RECEIVES)
+            } else {
+                1
             };
-            let mut messages = VecDeque::new();
-            for message in received.messages() {
-                let Some(receipt) = message.receipt_handle() else {
-                    continue;
-                };
-                let headers = headers_of(message);
-                let settle = Settle {
-                    inner: self.inner.clone(),
-                    deleter: self.deleter.clone(),
-                    url: url.clone(),
-                    receipt: receipt.to_owned(),
-                    visibility: self.visibility,
-                };
-                if !self.wanted(&headers) {
-                    // Not for this bridge: done as read.
-                    if let Err(error) = settle.delete().await {
-                        tracing::debug!(%error, "unconsumed SQS message not deleted");
+            let mut receives = JoinSet::new();
+            let mut left = max.max(1);
+            for call in 0..calls {
+                let (receiver, url, busy) = (self.receiver.clone(), url.clone(), self.busy.clone());
+                let asked = left.min(MAX_BATCH);
+                left -= asked;
+                receives.spawn(async move {
+                    if call > 0 {
+                        return receiver.receive(url, asked, 0).await;
                     }
-                    continue;
-                }
-                let deliveries = message
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(1)
-                    .max(1);
-                messages.push_back(SqsMessage {
-                    body: message.body().unwrap_or_default().as_bytes().to_vec(),
-                    headers,
-                    deliveries,
-                    id: message.message_id().unwrap_or_default().to_owned(),
-                    settle,
+                    let got = receiver.receive(url, asked, WAIT_SECONDS).await;
+                    let full = got.as_ref().is_ok_and(|m| m.len() >= asked);
+                    busy.store(full, Ordering::Relaxed);
+                    got
                 });
             }
-            Ok(Box::new(SqsBatch { messages }) as Box<dyn Batch>)
+            Ok(Box::new(SqsBatch {
+                messages: VecDeque::new(),
+                receives,
+                error: None,
+            }) as Box<dyn Batch>)
         })
     }
 }
 
+/// The messages of one fetch: what its receives brought, handed out as they come.
 struct SqsBatch {
     messages: VecDeque<SqsMessage>,
+    /// The fetch's receives still under way.
+    receives: JoinSet<Result<VecDeque<SqsMessage>, TransportError>>,
+    /// The first receive that failed, told once the others are handed out.
+    error: Option<TransportError>,
 }
 
 impl Batch for SqsBatch {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Box<dyn Received>, TransportError>>> {
-        super::next_at_hand(&mut self.messages, |m| Box::new(m))
+        Box::pin(async move {
+            loop {
+                // Taken when polled and not before; `join_next` is cancel safe, so a dropped
+                // call loses nothing either.
+                if let Some(message) = self.messages.pop_front() {
+                    return Some(Ok(Box::new(message) as Box<dyn Received>));
+                }
+                let received = match self.receives.join_next().await {
+                    None => return self.error.take().map(Err),
+                    Some(Ok(received)) => received,
+                    Some(Err(e)) => Err(unavailable(format!("an SQS receive ended: {e}"))),
+                };
+                match received {
+                    Ok(messages) => self.messages.extend(messages),
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
+        })
     }
 }
 
 impl Drop for SqsBatch {
     /// Messages received but never handed out (the bridge stopped mid-batch) are made
-    /// visible again at once, for another process.
+    /// visible again at once, for another process; so are those of receives still under way,
+    /// once they arrive.
     fn drop(&mut self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        for message in self.messages.drain(..) {
-            runtime.spawn(async move {
-                let _ = message.settle.change_visibility(0).await;
-            });
+        let messages = std::mem::take(&mut self.messages);
+        let mut receives = std::mem::take(&mut self.receives);
+        if messages.is_empty() && receives.is_empty() {
+            return;
         }
+        runtime.spawn(async move {
+            let mut left = messages;
+            loop {
+                for message in left.drain(..) {
+                    let _ = message.settle.change_visibility(0).await;
+                }
+                match receives.join_next().await {
+                    None => return,
+                    Some(Ok(Ok(received))) => left = received,
+                    Some(_) => {}
+                }
+            }
+        });
     }
 }
 
@@ -1057,24 +1230,33 @@ impl Drop for SqsBatch {
 struct Settle {
     inner: Arc<Inner>,
     deleter: mpsc::UnboundedSender<Deletion>,
+    deleting_room: Arc<Semaphore>,
     url: String,
     receipt: String,
     visibility: i32,
 }
 
 impl Settle {
+    /// Hands the delete to the deleter, which sends it in a batch with others: done once
+    /// handed over, not once SQS answered. At most the bridge's `max_in_flight` deletes are
+    /// under way; beyond that this waits for room.
     async fn delete(&self) -> Result<(), TransportError> {
-        let (done, result) = oneshot::channel();
-        self.deleter
-            .send(Deletion {
-                url: self.url.clone(),
-                receipt: self.receipt.clone(),
-                done,
-            })
-            .map_err(|_| unavailable("the SQS deleter stopped"))?;
-        result
+        let room = self
+            .deleting_room
+            .clone()
+            .acquire_owned()
             .await
-            .unwrap_or_else(|_| Err(unavailable("the SQS deleter stopped")))
+            .map_err(|_| unavailable("the SQS deleter stopped"))?;
+        self.inner.deleting.add(1);
+        let handed = self.deleter.send(Deletion {
+            url: self.url.clone(),
+            receipt: self.receipt.clone(),
+            room,
+        });
+        handed.map_err(|_| {
+            self.inner.deleting.done(1);
+            unavailable("the SQS deleter stopped")
+        })
     }
 
     async fn change_visibility(&self, seconds: i32) -> Result<(), TransportError> {
@@ -1191,6 +1373,69 @@ mod tests {
 
         let few = attributes(&outgoing(&[("content-type", "application/json")], None));
         assert_eq!(few.len(), 2);
+    }
+
+    /// Up to [`MAX_BATCH`] numbers, cut like the transport's batches.
+    fn take_numbers(waiting: &mut VecDeque<u32>, partial: bool) -> Option<((), Vec<u32>)> {
+        let n = waiting.len().min(MAX_BATCH);
+        (n > 0 && (n == MAX_BATCH || partial)).then(|| ((), waiting.drain(..n).collect()))
+    }
+
+    #[tokio::test]
+    async fn batches_go_out_alone_when_idle_and_full_while_calls_are_under_way() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let finish = Arc::new(Semaphore::new(0));
+        let calls = {
+            let (sizes, finish) = (sizes.clone(), finish.clone());
+            tokio::spawn(run_batches(rx, 2, take_numbers, move |(), batch| {
+                sizes.lock().unwrap().push(batch.len());
+                let finish = finish.clone();
+                async move { finish.acquire().await.unwrap().forget() }
+            }))
+        };
+        let started = |n: usize| {
+            let sizes = sizes.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    while sizes.lock().unwrap().len() < n {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+                .expect("the calls start");
+            }
+        };
+        // A lone message leaves at once, in a batch of its own.
+        tx.send(0).unwrap();
+        started(1).await;
+        // While it is under way, 25 more: a full batch takes the second call; the rest wait.
+        for i in 1..=25 {
+            tx.send(i).unwrap();
+        }
+        started(2).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*sizes.lock().unwrap(), [1, 10]);
+        // As calls end: the next full batch, then the last five once no call is under way.
+        finish.add_permits(1);
+        started(3).await;
+        finish.add_permits(1);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*sizes.lock().unwrap(), [1, 10, 10]);
+        finish.add_permits(1);
+        started(4).await;
+        assert_eq!(*sizes.lock().unwrap(), [1, 10, 10, 5]);
+        // Closed: the task ends once its calls did.
+        drop(tx);
+        finish.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(5), calls)
+            .await
+            .expect("the task ends")
+            .unwrap();
     }
 
     #[test]
