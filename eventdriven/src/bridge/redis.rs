@@ -277,8 +277,21 @@ impl Transport for Redis {
     fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async move {
             let state = self.state()?;
-            let mut xadd = ::redis::cmd("XADD");
-            xadd.arg(&self.stream);
+            // Sized up front: growing the command's buffers argument by argument took 7 % of
+            // the publish benchmark's process (perf, `bridge_redis_publish/eventdriven`).
+            let fields = 2 + usize::from(message.key.is_some()) + message.headers.len();
+            let bytes = self.stream.len()
+                + message.name.len()
+                + message.key.as_ref().map_or(0, String::len)
+                + message.body.len()
+                + message
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>()
+                + 64;
+            let mut xadd = ::redis::Cmd::with_capacity(6 + 2 * fields, bytes);
+            xadd.arg("XADD").arg(&self.stream);
             if let Some(n) = self.max_len {
                 xadd.arg("MAXLEN").arg("~").arg(n);
             }
