@@ -92,6 +92,8 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(any(feature = "redis", feature = "sqs"))]
+mod calls;
 mod inbound;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -15,7 +15,9 @@
 //!   messages. Redis cannot filter a stream by name: each group reads the whole stream and the
 //!   transport acks the messages its patterns do not match as it reads them. Keep unrelated
 //!   traffic on streams of its own.
-//! - **Settling**: ack and reject are `XACK`. A nack leaves the message pending and sets its
+//! - **Settling**: ack and reject are `XACK`; acks that wait together go out in one `XACK` of
+//!   up to 64 ids (one at once while none is under way, so a lone ack is not held back), and
+//!   each is done when its `XACK` answered. A nack leaves the message pending and sets its
 //!   idle time (`XCLAIM ... IDLE ... JUSTID`) so that it is taken again once the delay is over;
 //!   in-progress signals reset the idle time (`XCLAIM ... JUSTID`, which does not count as a
 //!   delivery).
@@ -48,6 +50,9 @@ use ::redis::streams::{
 };
 use ::redis::{RedisError, Value};
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::calls::run_batches;
 use super::{
     Batch, BoxFuture, Lag, Outgoing, Pattern, Received, Subscription, Topology, Transport,
     TransportError,
@@ -215,12 +220,27 @@ impl Redis {
     }
 
     fn settler(&self, state: &State, group: &Group) -> Arc<Settler> {
+        let (acks, waiting) = mpsc::unbounded_channel();
+        let target = Arc::new((state.conn.clone(), self.stream.clone(), group.name.clone()));
+        tokio::spawn(run_batches(
+            waiting,
+            ACK_CALLS,
+            take_acks,
+            move |(), batch| {
+                let target = target.clone();
+                async move {
+                    let (conn, stream, group) = &*target;
+                    ack_batch(conn, stream, group, batch).await;
+                }
+            },
+        ));
         Arc::new(Settler {
             conn: state.conn.clone(),
             stream: self.stream.clone(),
             group: group.name.clone(),
             consumer: self.consumer.clone(),
             ack_wait: millis(group.ack_wait),
+            acks,
         })
     }
 }
@@ -422,18 +442,64 @@ struct Settler {
     consumer: String,
     /// The ack wait in ms: the idle time after which any consumer claims a pending message.
     ack_wait: u64,
+    /// Acks wait here to go out together, in one `XACK` of many ids.
+    acks: mpsc::UnboundedSender<Ack>,
+}
+
+/// An ack waiting for its `XACK`.
+struct Ack {
+    id: String,
+    done: oneshot::Sender<Result<(), TransportError>>,
+}
+
+/// `XACK`s under way at once, at most.
+const ACK_CALLS: usize = 4;
+/// Ids in one `XACK`, at most.
+const MAX_ACKS: usize = 64;
+
+/// The next `XACK`'s acks: [`MAX_ACKS`] of them, or with `partial` what there is.
+fn take_acks(waiting: &mut VecDeque<Ack>, partial: bool) -> Option<((), Vec<Ack>)> {
+    // Acks the bridge gave up waiting for are sent all the same: the work is done.
+    let n = waiting.len().min(MAX_ACKS);
+    (n > 0 && (n == MAX_ACKS || partial)).then(|| ((), waiting.drain(..n).collect()))
+}
+
+/// One `XACK` for the ids of `batch`, each told the outcome.
+async fn ack_batch(conn: &ConnectionManager, stream: &str, group: &str, batch: Vec<Ack>) {
+    let mut xack = ::redis::Cmd::with_capacity(3 + batch.len(), 32 * (batch.len() + 2));
+    xack.arg("XACK").arg(stream).arg(group);
+    for ack in &batch {
+        xack.arg(&ack.id);
+    }
+    let acked = xack
+        .query_async::<Value>(&mut conn.clone())
+        .await
+        .map(drop)
+        .map_err(from_redis);
+    for ack in batch {
+        let _ = ack.done.send(acked.clone());
+    }
 }
 
 impl Settler {
+    /// Acks `id`, in an `XACK` with the acks that wait beside it: one goes out at once while
+    /// no `XACK` is under way, and while some are, acks gather for the next.
     async fn ack(&self, id: &str) -> Result<(), TransportError> {
-        ::redis::cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(id)
-            .query_async::<Value>(&mut self.conn.clone())
-            .await
-            .map(drop)
-            .map_err(from_redis)
+        let (done, acked) = oneshot::channel();
+        let ack = Ack {
+            id: id.to_owned(),
+            done,
+        };
+        if self.acks.send(ack).is_err() {
+            return Err(TransportError::Unavailable(
+                "the Redis acker stopped".to_owned(),
+            ));
+        }
+        acked.await.unwrap_or_else(|_| {
+            Err(TransportError::Unavailable(
+                "the Redis acker stopped".to_owned(),
+            ))
+        })
     }
 
     /// Keeps `ids` pending for this consumer, claimable by any consumer after `delay` (at
