@@ -420,7 +420,7 @@ impl Transport for Amqp {
         })
     }
 
-    fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn publish<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
             let live = self.live().await?;
             let mut headers = FieldTable::default();

@@ -518,7 +518,7 @@ impl Transport for Kafka {
         })
     }
 
-    fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn publish<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
             let producer = lock(&self.producer)
                 .clone()

@@ -203,7 +203,10 @@ pub trait Transport: Send + Sync + 'static {
     fn connect<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<(), TransportError>>;
 
     /// Publishes one message and completes once the broker has it (acknowledged it).
-    fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>>;
+    ///
+    /// The message is lent, not given: the bridge tries a failed publish again with the same
+    /// message, so a transport copies only what its client must own.
+    fn publish<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, Result<(), TransportError>>;
 
     /// The consumer of `topology`'s group, for the inbound side.
     fn subscribe<'a>(

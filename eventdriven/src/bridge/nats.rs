@@ -258,7 +258,7 @@ impl Transport for Nats {
         })
     }
 
-    fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn publish<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
             let state = self.state()?;
             let mut headers = HeaderMap::new();
@@ -281,7 +281,7 @@ impl Transport for Nats {
                 add("eventdriven-key", key)?;
             }
             let publish = jetstream::message::PublishMessage::build()
-                .payload(bytes::Bytes::from(message.body))
+                .payload(bytes::Bytes::copy_from_slice(&message.body))
                 .headers(headers)
                 .message_id(message.id.to_string());
             let ack = state

@@ -201,8 +201,7 @@ async fn publish(link: Arc<Link>, message: Outgoing, name: &'static str) -> Resu
     let deadline = Instant::now() + link.publish_timeout;
     let mut pause = Duration::from_millis(50);
     loop {
-        let error = match tokio::time::timeout_at(deadline, link.transport.publish(message.clone()))
-            .await
+        let error = match tokio::time::timeout_at(deadline, link.transport.publish(&message)).await
         {
             Ok(Ok(())) => {
                 counters.published.fetch_add(1, Ordering::Relaxed);

@@ -863,13 +863,13 @@ impl Transport for Sqs {
         })
     }
 
-    fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn publish<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, Result<(), TransportError>> {
         let (done, result) = oneshot::channel();
-        let attributes = attributes(&message);
+        let attributes = attributes(message);
         let queue = self.inner.route(&message.name);
         // SQS bodies are text. The bridge's are JSON; anything else is refused, not altered.
-        let body = match String::from_utf8(message.body) {
-            Ok(body) => body,
+        let body = match std::str::from_utf8(&message.body) {
+            Ok(body) => body.to_owned(),
             Err(_) => {
                 return Box::pin(async {
                     Err(TransportError::Refused(
