@@ -167,6 +167,10 @@ pub(crate) trait Broker: Sized + Send + Sync + 'static {
     /// Most messages the raw client sends in one call in the pipelined rows (SQS: 10, one
     /// `SendMessageBatch`, as the bridge sends them); 1 where the client has no batch call.
     const BATCH: usize = 1;
+    /// Whether the bridge's ack completes before the broker confirmed it (SQS hands deletes
+    /// to a batching deleter): the end-to-end row then also waits until the broker reports
+    /// nothing unacked, as the raw consumer counts a message only once its ack answered.
+    const ACKS_LATER: bool = false;
 
     /// Publishes up to [`BATCH`](Self::BATCH) messages in one call and waits for the
     /// broker's acknowledgement of all.
@@ -228,6 +232,24 @@ async fn until(bridge: &BridgeHandle, ready: impl Fn(&eventdriven::bridge::Bridg
         assert!(
             Instant::now() < deadline,
             "bridge `{}` not there within {WAIT:?}: {stats:?}",
+            bridge.name()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits until the broker reports nothing unacked for the bridge's group, asking every
+/// millisecond.
+async fn settled_at_broker(bridge: &BridgeHandle) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lag = bridge.lag().await.expect("the lag").expect("a lag");
+        if lag.unacked == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge `{}`: still unacked at the broker after {WAIT:?}: {lag:?}",
             bridge.name()
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -403,6 +425,9 @@ impl Run {
                         }
                         seen.reach(target).await;
                         until(&inbound, |s| s.acked >= acked && s.in_flight == 0).await;
+                        if B::ACKS_LATER {
+                            settled_at_broker(&inbound).await;
+                        }
                         total += start.elapsed();
                         broker.purge().await;
                     }

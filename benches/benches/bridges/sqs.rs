@@ -109,6 +109,7 @@ impl harness::Broker for Sqs {
     }
 
     const BATCH: usize = MAX_BATCH;
+    const ACKS_LATER: bool = true;
 
     async fn publish_batch(&self, messages: Vec<Encoded>) {
         // The bridge's call: one `SendMessageBatch` of up to 10, the same attributes.
