@@ -262,6 +262,11 @@ pub trait Received: Send + Sync {
     /// Where it is at the broker (subject, stream sequence), for dead letters and logs.
     fn locator(&self) -> String;
     /// Done: the broker forgets it.
+    ///
+    /// The bridge holds the message's place among its `max_in_flight` until this completes.
+    /// A transport may complete it once the ack is on its way rather than confirmed, bounding
+    /// the acks under way itself (SQS hands deletes to a batching deleter); an ack that is
+    /// lost means a redelivery, which at least once allows.
     fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>>;
     /// Not now: deliver it again after `delay`.
     fn nack(&self, delay: Duration) -> BoxFuture<'_, Result<(), TransportError>>;
