@@ -937,7 +937,9 @@ async fn a_slow_subscriber_bounds_what_is_in_flight(kind: Kind) {
         .actor_with(
             Sluggish {
                 handled: handled.clone(),
-                delay: Duration::from_millis(10),
+                // Slow enough that the first look at the lag, which can take a second on a
+                // busy machine (Kafka's offset calls), still sees more than half pending.
+                delay: Duration::from_millis(20),
             },
             Mailbox::bounded(2),
         )
