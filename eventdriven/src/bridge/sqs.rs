@@ -73,7 +73,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::task::JoinSet;
 
 use super::calls::run_batches;
@@ -150,8 +150,9 @@ pub struct Sqs {
     sender: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// The batching deleter, started with the first receive.
     deleter: OnceLock<mpsc::UnboundedSender<Deletion>>,
-    /// Room for deletes under way: the bridge's `max_in_flight`, set by the first subscribe.
-    deleting_room: OnceLock<Arc<Semaphore>>,
+    /// Room for deletes under way (the bridge's `max_in_flight`, set by the first subscribe),
+    /// and how much: every place free again means no delete is under way.
+    deleting_room: OnceLock<(Arc<Semaphore>, u32)>,
     /// The consumed patterns, once the bridge connected.
     patterns: OnceLock<Vec<Pattern>>,
 }
@@ -190,41 +191,6 @@ struct Inner {
     create: bool,
     /// Settings that could not be taken (a bad pattern), reported by `connect`.
     errors: Vec<String>,
-    /// Deletes handed to the deleter and not yet answered, which `close` waits for.
-    deleting: Outstanding,
-}
-
-/// A count of work handed over and not done yet, and a way to wait until there is none.
-#[derive(Default)]
-struct Outstanding {
-    count: std::sync::atomic::AtomicUsize,
-    none: Notify,
-}
-
-impl Outstanding {
-    fn add(&self, n: usize) {
-        self.count.fetch_add(n, Ordering::SeqCst);
-    }
-
-    fn done(&self, n: usize) {
-        if self.count.fetch_sub(n, Ordering::SeqCst) == n {
-            self.none.notify_waiters();
-        }
-    }
-
-    /// Returns once nothing is outstanding.
-    async fn wait(&self) {
-        loop {
-            let none = self.none.notified();
-            tokio::pin!(none);
-            // Registered before the check: a `done` in between still wakes it.
-            none.as_mut().enable();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            none.await;
-        }
-    }
 }
 
 /// One queue the transport uses.
@@ -324,7 +290,6 @@ impl Sqs {
                 routes: Vec::new(),
                 create: true,
                 errors: Vec::new(),
-                deleting: Outstanding::default(),
             }),
             sender: OnceLock::new(),
             deleter: OnceLock::new(),
@@ -807,7 +772,6 @@ async fn delete_batch(inner: &Inner, url: String, batch: Vec<Deletion>) {
         }
     }
     drop(rooms);
-    inner.deleting.done(count);
 }
 
 impl Transport for Sqs {
@@ -934,7 +898,12 @@ impl Transport for Sqs {
                     deleter: self.deleter(),
                     deleting_room: self
                         .deleting_room
-                        .get_or_init(|| Arc::new(Semaphore::new(topology.max_in_flight.max(1))))
+                        .get_or_init(|| {
+                            let places = u32::try_from(topology.max_in_flight.clamp(1, 1 << 20))
+                                .unwrap_or(1);
+                            (Arc::new(Semaphore::new(places as usize)), places)
+                        })
+                        .0
                         .clone(),
                     patterns,
                     visibility: visibility as i32,
@@ -977,7 +946,12 @@ impl Transport for Sqs {
     fn close(&self) -> BoxFuture<'_, ()> {
         // HTTP: no connection to close. Every publish was awaited by the bridge; the deletes
         // of settled messages may still be on their way (the bridge bounds the wait).
-        Box::pin(self.inner.deleting.wait())
+        Box::pin(async {
+            if let Some((room, places)) = self.deleting_room.get() {
+                // Every place free: no delete under way (none starts once the bridge stopped).
+                let _ = room.acquire_many(*places).await;
+            }
+        })
     }
 }
 
@@ -1200,16 +1174,12 @@ impl Settle {
             .acquire_owned()
             .await
             .map_err(|_| unavailable("the SQS deleter stopped"))?;
-        self.inner.deleting.add(1);
         let handed = self.deleter.send(Deletion {
             url: self.url.clone(),
             receipt: self.receipt.clone(),
             room,
         });
-        handed.map_err(|_| {
-            self.inner.deleting.done(1);
-            unavailable("the SQS deleter stopped")
-        })
+        handed.map_err(|_| unavailable("the SQS deleter stopped"))
     }
 
     async fn change_visibility(&self, seconds: i32) -> Result<(), TransportError> {
