@@ -60,6 +60,8 @@ async fn run(link: Arc<Link>, app: App, mut stopped: watch::Receiver<bool>) {
     let mut subscription = None;
     let permits = Arc::new(Semaphore::new(link.topology.max_in_flight));
     let mut pause = Duration::from_millis(100);
+    // The last fetch brought all it asked for: the broker has more waiting.
+    let mut busy = false;
     while !*stopped.borrow() {
         while tasks.try_join_next().is_some() {}
         let subscribed = match subscription.as_mut() {
@@ -86,7 +88,11 @@ async fn run(link: Arc<Link>, app: App, mut stopped: watch::Receiver<bool>) {
         while let Ok(permit) = permits.clone().try_acquire_owned() {
             held.push(permit);
         }
-        if let Err(error) = fetch(
+        if busy && subscribed.round_trips() {
+            let want = link.topology.max_in_flight.div_ceil(2);
+            gather(&permits, &mut held, want, &mut stopped).await;
+        }
+        let fetched = fetch(
             &link,
             &app,
             &mut stopped,
@@ -94,8 +100,9 @@ async fn run(link: Arc<Link>, app: App, mut stopped: watch::Receiver<bool>) {
             &mut held,
             &mut tasks,
         )
-        .await
-        {
+        .await;
+        busy = matches!(fetched, Ok(true));
+        if let Err(error) = fetched {
             tracing::warn!(bridge = link.name, %error, "cannot fetch; subscribing again");
             // The consumer may be gone (a broker that lost its state): subscribe anew.
             subscription = None;
@@ -108,7 +115,34 @@ async fn run(link: Arc<Link>, app: App, mut stopped: watch::Receiver<bool>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// One fetch: each message is handled on a task of its own with one of `held`.
+/// The longest a fetch waits for more room once it has some.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Adds to `held` the room freed within [`GATHER`], until it holds `want` places.
+///
+/// Where each fetch costs a round trip, a broker with a backlog would otherwise be asked for
+/// the few places freed while the last fetch was handed out, one small fetch after another.
+async fn gather(
+    permits: &Arc<Semaphore>,
+    held: &mut Vec<OwnedSemaphorePermit>,
+    want: usize,
+    stopped: &mut watch::Receiver<bool>,
+) {
+    let until = tokio::time::Instant::now() + GATHER;
+    while held.len() < want {
+        tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => held.push(permit),
+                Err(_) => return,
+            },
+            () = tokio::time::sleep_until(until) => return,
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// One fetch: each message is handled on a task of its own with one of `held`. Tells whether
+/// the broker gave all that was asked.
 async fn fetch(
     link: &Arc<Link>,
     app: &App,
@@ -116,15 +150,16 @@ async fn fetch(
     subscription: &mut dyn Subscription,
     held: &mut Vec<OwnedSemaphorePermit>,
     tasks: &mut JoinSet<()>,
-) -> Result<(), super::TransportError> {
-    let mut batch = subscription.fetch(held.len()).await?;
+) -> Result<bool, super::TransportError> {
+    let asked = held.len();
+    let mut batch = subscription.fetch(asked).await?;
     loop {
         let next = tokio::select! {
             next = batch.next() => next,
             _ = stopped.changed() => None,
         };
         let message = match next {
-            None => return Ok(()),
+            None => return Ok(held.is_empty() && asked > 0),
             Some(Err(e)) => return Err(e),
             Some(Ok(message)) => message,
         };

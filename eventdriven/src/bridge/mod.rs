@@ -227,6 +227,14 @@ pub trait Subscription: Send {
     /// Asks for at most `max` messages; the returned batch yields them as they arrive and
     /// ends when it has `max` or after a short wait (about a second) without messages.
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>>;
+
+    /// Whether each fetch asks the broker (a pull request, a read) rather than taking what
+    /// the client already holds. If so, and the last fetch brought all it asked for, the
+    /// bridge waits a few milliseconds for room to free up (up to half of `max_in_flight`)
+    /// before the next fetch, so that a backlog comes in fewer, larger fetches.
+    fn round_trips(&self) -> bool {
+        false
+    }
 }
 
 /// Messages of one [`Subscription::fetch`].

@@ -344,6 +344,10 @@ struct NatsSubscription {
 }
 
 impl Subscription for NatsSubscription {
+    fn round_trips(&self) -> bool {
+        true
+    }
+
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>> {
         Box::pin(async move {
             let batch = self

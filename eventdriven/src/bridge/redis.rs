@@ -668,6 +668,10 @@ fn field(entry: &StreamId, name: &str) -> Option<String> {
 }
 
 impl Subscription for RedisSubscription {
+    fn round_trips(&self) -> bool {
+        true
+    }
+
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>> {
         Box::pin(async move {
             let max = max.max(1);

@@ -1054,6 +1054,10 @@ impl Receiver {
 }
 
 impl Subscription for SqsSubscription {
+    fn round_trips(&self) -> bool {
+        true
+    }
+
     fn fetch(&mut self, max: usize) -> BoxFuture<'_, Result<Box<dyn Batch>, TransportError>> {
         Box::pin(async move {
             let url = self.receiver.inner.url(0).await?;
