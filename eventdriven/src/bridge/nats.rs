@@ -61,17 +61,13 @@ fn unavailable(e: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable(e.to_string())
 }
 
-/// A subject token for each character NATS does not allow in one.
-fn token(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_whitespace() || c == '*' || c == '>' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+/// `_` for a character NATS does not allow in a subject token.
+fn token_char(c: char) -> char {
+    if c.is_whitespace() || c == '*' || c == '>' || c.is_control() {
+        '_'
+    } else {
+        c
+    }
 }
 
 /// A name JetStream accepts for a stream or durable consumer.
@@ -154,8 +150,12 @@ impl Nats {
                 "the event name `{name}` has an empty segment: no NATS subject can carry it"
             )));
         }
-        let name = name.split('.').map(token).collect::<Vec<_>>().join(".");
-        Ok(format!("{}.{name}", self.prefix))
+        // Built in one pass: this runs for every publish.
+        let mut subject = String::with_capacity(self.prefix.len() + 1 + name.len());
+        subject.push_str(&self.prefix);
+        subject.push('.');
+        subject.extend(name.chars().map(token_char));
+        Ok(subject)
     }
 
     fn consumer_config(&self, topology: &Topology) -> consumer::pull::Config {
