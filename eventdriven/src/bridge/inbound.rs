@@ -348,3 +348,63 @@ fn undecoded_name(message: &dyn Received) -> String {
         .filter(|name| !name.is_empty() && name.len() <= 200)
         .unwrap_or_else(|| "<unreadable>".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds all of `permits`' places; the returned permits free them one by one as asked.
+    fn take_all(permits: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
+        std::iter::from_fn(|| permits.clone().try_acquire_owned().ok()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gather_stops_once_it_holds_what_it_wants() {
+        let permits = Arc::new(Semaphore::new(8));
+        let mut busy = take_all(&permits);
+        let (_stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Some(permit) = busy.pop() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                drop(permit);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        gather(&permits, &mut held, 3, &mut stopped).await;
+        assert_eq!(held.len(), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gather_waits_no_longer_than_its_cap() {
+        let permits = Arc::new(Semaphore::new(8));
+        let mut busy = take_all(&permits);
+        let (_stop, mut stopped) = watch::channel(false);
+        // One place freed, then nothing for a long while: slow handlers.
+        drop(busy.pop());
+        let started = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        gather(&permits, &mut held, 4, &mut stopped).await;
+        assert_eq!(held.len(), 1);
+        assert_eq!(started.elapsed(), GATHER);
+        drop(busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gather_ends_when_the_bridge_stops() {
+        let permits = Arc::new(Semaphore::new(2));
+        let busy = take_all(&permits);
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let _ = stop.send(true);
+        });
+        let started = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        gather(&permits, &mut held, 2, &mut stopped).await;
+        assert!(held.is_empty());
+        assert_eq!(started.elapsed(), Duration::from_millis(1));
+        drop(busy);
+    }
+}
