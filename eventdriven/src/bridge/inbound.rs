@@ -353,7 +353,7 @@ fn undecoded_name(message: &dyn Received) -> String {
 mod tests {
     use super::*;
 
-    /// Holds all of `permits`' places; the returned permits free them one by one as asked.
+    /// Takes every place of `permits`: dropping one of the returned permits frees its place.
     fn take_all(permits: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
         std::iter::from_fn(|| permits.clone().try_acquire_owned().ok()).collect()
     }
