@@ -625,6 +625,10 @@ impl Bridge {
 
     /// How long an outbound event is tried (with backoff) while the broker does not
     /// acknowledge it, before it goes to the dead letters.
+    ///
+    /// An event given up on may still reach the broker (its request was on the way): retrying
+    /// its dead letter then sends it again, with the same id, for idempotent subscribers (and
+    /// JetStream's duplicate window) to drop.
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;
         self
