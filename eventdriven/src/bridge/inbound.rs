@@ -141,8 +141,8 @@ async fn gather(
     }
 }
 
-/// One fetch: each message is handled on a task of its own with one of `held`. Tells whether
-/// the broker gave all that was asked.
+/// One fetch: each message is handled on a task of its own with one of `held` (at least one).
+/// Tells whether the broker gave all that was asked.
 async fn fetch(
     link: &Arc<Link>,
     app: &App,
@@ -151,15 +151,14 @@ async fn fetch(
     held: &mut Vec<OwnedSemaphorePermit>,
     tasks: &mut JoinSet<()>,
 ) -> Result<bool, super::TransportError> {
-    let asked = held.len();
-    let mut batch = subscription.fetch(asked).await?;
+    let mut batch = subscription.fetch(held.len()).await?;
     loop {
         let next = tokio::select! {
             next = batch.next() => next,
             _ = stopped.changed() => None,
         };
         let message = match next {
-            None => return Ok(held.is_empty() && asked > 0),
+            None => return Ok(held.is_empty()),
             Some(Err(e)) => return Err(e),
             Some(Ok(message)) => message,
         };

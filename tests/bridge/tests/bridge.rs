@@ -1150,8 +1150,9 @@ async fn an_unreachable_broker_dead_letters_outbound_events_for_a_retry(kind: Ki
     // The producer's client reconnects within a second or so; until then a retry may fail
     // again (within its 1 s timeout) and come back as a dead letter: retry that one too. A
     // retry that timed out may still have reached the broker (at least once); the next retry
-    // then sends a copy, which the idempotent subscriber drops. Only one retry is under way at
-    // a time, so one publish confirmed and no letter left means none is.
+    // then sends a copy, which the idempotent subscriber drops. A retry starts only from a
+    // letter, so at most one is under way: one publish confirmed and no letter left means no
+    // retry is pending.
     let published = || producer.bridge("out").unwrap().stats().published;
     let settled = || seen.len() == 1 && published() == 1 && producer.dead_letters().is_empty();
     for _ in 0..20 {
